@@ -1,0 +1,5 @@
+"""Video input and output: one Video object, readers for files, samples and synthetic sources."""
+
+from weightstep.video.video import Video
+
+__all__ = ["Video"]
