@@ -54,6 +54,14 @@ class Codec(abc.ABC):
     def decode(self, data: bytes) -> Video:
         """Rebuild the video from a file written by :meth:`encode`."""
 
+    def payload_bytes(self, data: bytes) -> int:
+        """Bytes a decoder needs from a written file (for our own containers: all of it)."""
+        return len(data)
+
+    def device_label(self) -> str:
+        """Where this codec computes (conventional codecs: the CPU)."""
+        return "cpu"
+
     def availability(self) -> str | None:
         """None when the codec can run here, else the reason it cannot (missing checkpoint...)."""
         return None

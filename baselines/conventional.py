@@ -1,0 +1,297 @@
+"""Conventional codecs (H.264, H.265, AV1, VP9) run in-process through PyAV, no ffmpeg binary.
+
+Each codec is a small class that records its exact settings (CompressAI's habit). The encoder
+is fed the source's own 4:2:0 planes, the stream goes into a Matroska file, and the rate is
+the elementary stream: the sum of packet sizes plus the codec's global header (extradata:
+parameter sets a decoder needs). The Matroska size is ``file_bytes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import av
+import numpy as np
+
+from weightstep.codecs.base import Codec, Encoded
+from weightstep.config import param
+from weightstep.errors import BitstreamError, ConfigError
+from weightstep.video import Video
+from weightstep.video.avframes import frame_to_planes, planes_to_frame
+
+# Matroska header tags: the frame count (so truncation is detected) and the exact codec settings
+# (so `weightstep eval` on a file reports the configuration that made it).
+FRAMES_TAG = "WEIGHTSTEP_FRAMES"
+CODEC_TAG = "WEIGHTSTEP_CODEC"
+CONFIG_TAG = "WEIGHTSTEP_CONFIG"
+STREAM_CODECS = {"h264": "x264", "hevc": "x265", "av1": "svtav1", "libdav1d": "svtav1", "vp9": "vp9"}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow", "placebo")
+PIX_FMTS = ("yuv420p", "yuv420p10le")
+
+
+def _quiet() -> None:
+    """Silence libav's and the encoders' own log output (SVT-AV1 reads SVT_LOG at start-up)."""
+    av.logging.set_level(av.logging.ERROR)
+    os.environ.setdefault("SVT_LOG", "1")
+
+
+def frame_rate(fps: float) -> Fraction:
+    """30000/1001 style rational for a float frame rate."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _convert_depth(plane: np.ndarray, src_bits: int, dst_bits: int) -> np.ndarray:
+    if src_bits == dst_bits:
+        return plane
+    if dst_bits > src_bits:
+        return plane.astype(np.uint16) << (dst_bits - src_bits)
+    shift = src_bits - dst_bits
+    return ((plane.astype(np.uint32) + (1 << (shift - 1))) >> shift).clip(0, (1 << dst_bits) - 1).astype(np.uint8)
+
+
+class ConventionalCodec(Codec):
+    """Shared encode/decode path; subclasses name the libav encoder and map their options."""
+
+    encoder: ClassVar[str]
+    suffix = ".mkv"
+
+    def encoder_options(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["encoder"] = self.encoder
+        info["options"] = self.encoder_options()
+        info["libavcodec"] = ".".join(map(str, av.library_versions["libavcodec"]))
+        return info
+
+    def encode(self, video: Video) -> Encoded:
+        _quiet()
+        cfg = self.config
+        out_bits = 8 if cfg.pix_fmt == "yuv420p" else 10
+        y, u, v = video.yuv420()
+        buffer = io.BytesIO()
+        sizes: dict[int, int] = {}
+        with av.open(buffer, "w", format="matroska") as container:
+            container.metadata[FRAMES_TAG] = str(video.frames)
+            container.metadata[CODEC_TAG] = self.name
+            container.metadata[CONFIG_TAG] = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+            stream = container.add_stream(self.encoder, rate=frame_rate(video.fps))
+            stream.width, stream.height, stream.pix_fmt = video.width, video.height, cfg.pix_fmt
+            if cfg.gop is not None:
+                stream.codec_context.gop_size = cfg.gop
+            if getattr(cfg, "bframes", None) is not None:
+                stream.codec_context.max_b_frames = cfg.bframes
+            stream.options = self.encoder_options()
+
+            def mux(packets) -> None:
+                for packet in packets:
+                    sizes[int(packet.pts)] = sizes.get(int(packet.pts), 0) + packet.size
+                    container.mux(packet)
+
+            for i in range(video.frames):
+                frame = planes_to_frame(*(_convert_depth(p[i], video.bit_depth, out_bits) for p in (y, u, v)),
+                                        bit_depth=out_bits)
+                frame.pts = i
+                mux(stream.encode(frame))
+            mux(stream.encode(None))
+            header = len(stream.codec_context.extradata or b"")
+        payload = sum(sizes.values()) + header
+        per_frame = [sizes.get(i, 0) * 8 for i in range(video.frames)] if len(sizes) == video.frames else None
+        if per_frame is not None:
+            per_frame[0] += header * 8
+        return Encoded(data=buffer.getvalue(), payload_bytes=payload, per_frame_bits=per_frame,
+                       extra={"extradata_bytes": header, "packets": len(sizes)})
+
+    def decode(self, data: bytes) -> Video:
+        return decode_stream(data, identity=f"decoded:{self.name}")
+
+    def payload_bytes(self, data: bytes) -> int:
+        """Elementary stream of a written file: packet sizes plus the global header."""
+        with _open(data) as container:
+            stream = container.streams.video[0]
+            header = len(stream.codec_context.extradata or b"")
+            return header + sum(packet.size for packet in container.demux(stream) if packet.size)
+
+    @staticmethod
+    def for_stream(data: bytes) -> ConventionalCodec:
+        """The registered codec (with the settings recorded in the file) that decodes ``data``."""
+        from weightstep import registry
+
+        with _open(data) as container:
+            tags = dict(container.metadata)
+            stream_codec = container.streams.video[0].codec_context.name
+        name = tags.get(CODEC_TAG) or STREAM_CODECS.get(stream_codec)
+        if name is None:
+            raise BitstreamError(f"no registered codec decodes a {stream_codec} stream")
+        try:
+            params = json.loads(tags.get(CONFIG_TAG, "{}"))
+        except json.JSONDecodeError:
+            raise BitstreamError("the file's codec settings tag is not valid JSON") from None
+        if not isinstance(params, dict):
+            raise BitstreamError("the file's codec settings tag is not a JSON object")
+        codec = registry.create(name, params, where="the file's settings tag")
+        if not isinstance(codec, ConventionalCodec):
+            raise BitstreamError(f"the file names codec {name!r}, which does not write video streams")
+        return codec
+
+
+class _open:
+    """Open bytes with PyAV as a video file, every libav failure becoming a BitstreamError."""
+
+    def __init__(self, data: bytes):
+        _quiet()
+        try:
+            self.container = av.open(io.BytesIO(data))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise BitstreamError(f"not a readable video file ({getattr(exc, 'strerror', None) or exc})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise BitstreamError("the file has no video stream")
+
+    def __enter__(self):
+        return self.container
+
+    def __exit__(self, *exc):
+        self.container.close()
+
+
+def decode_stream(data: bytes, identity: str = "decoded") -> Video:
+    """Decode any single-video-stream file PyAV reads (our conventional outputs) into a Video."""
+    try:
+        with _open(data) as container:
+            stream = container.streams.video[0]
+            fmt = stream.codec_context.pix_fmt or "yuv420p"
+            bits = 10 if "10" in fmt else 8
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            expected = container.metadata.get(FRAMES_TAG)
+            planes = [frame_to_planes(frame, bits) for frame in container.decode(stream)]
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise BitstreamError(f"cannot decode the stream: {getattr(exc, 'strerror', None) or exc}") from None
+    if not planes:
+        raise BitstreamError("the stream holds no decodable frames")
+    if expected is not None and expected.isdigit() and int(expected) != len(planes):
+        raise BitstreamError(f"truncated stream: {len(planes)} of the {expected} frames it declares decode")
+    stacked = tuple(np.stack([p[k] for p in planes]) for k in range(3))
+    return Video(identity=identity, fps=fps, planes=stacked, bit_depth=bits)
+
+
+class _RateControl:
+    """crf or qp: a qp, when given, replaces the default crf (recorded as crf=None)."""
+
+    def __post_init__(self) -> None:
+        if self.qp is not None:
+            object.__setattr__(self, "crf", None)
+        elif self.crf is None:
+            raise ConfigError("give crf or qp")
+
+
+@dataclass(frozen=True)
+class X264Config(_RateControl):
+    crf: float | None = param(23.0, "constant rate factor, the usual rate control for RD curves (lower = better)", low=0, high=51)
+    qp: int | None = param(None, "constant quantiser, for fixed-QP comparisons; replaces crf when given", low=0, high=69)
+    preset: str = param("medium", "speed/efficiency trade-off of the encoder's search", choices=X26X_PRESETS)
+    tune: str | None = param(None, "psychovisual tuning; 'psnr' or 'ssim' for metric-fair comparisons",
+                             choices=("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency"))
+    gop: int | None = param(None, "intra period in frames (none = the encoder's default, 250)", low=1, high=100000)
+    bframes: int | None = param(None, "maximum consecutive B-frames (none = the encoder's default, 3)", low=0, high=16)
+    pix_fmt: str = param("yuv420p", "pixel format the encoder codes (8- or 10-bit 4:2:0)", choices=PIX_FMTS)
+
+
+def _rate_control(cfg: Any) -> dict[str, str]:
+    return {"crf": f"{cfg.crf:g}"} if cfg.crf is not None else {"qp": str(cfg.qp)}
+
+
+class X264(ConventionalCodec):
+    name = "x264"
+    encoder = "libx264"
+    Config = X264Config
+    summary = "H.264 / AVC through libx264 (PyAV)"
+
+    def encoder_options(self) -> dict[str, str]:
+        opts = {**_rate_control(self.config), "preset": self.config.preset}
+        if self.config.tune:
+            opts["tune"] = self.config.tune
+        return opts
+
+
+@dataclass(frozen=True)
+class X265Config(_RateControl):
+    crf: float | None = param(28.0, "constant rate factor, the usual rate control for RD curves (lower = better)", low=0, high=51)
+    qp: int | None = param(None, "constant quantiser, for fixed-QP comparisons; replaces crf when given", low=0, high=51)
+    preset: str = param("medium", "speed/efficiency trade-off of the encoder's search", choices=X26X_PRESETS)
+    tune: str | None = param(None, "psychovisual tuning; 'psnr' or 'ssim' for metric-fair comparisons",
+                             choices=("psnr", "ssim", "grain", "zerolatency", "fastdecode", "animation"))
+    gop: int | None = param(None, "intra period in frames (none = the encoder's default, 250)", low=1, high=100000)
+    bframes: int | None = param(None, "maximum consecutive B-frames (none = the encoder's default, 4)", low=0, high=16)
+    pix_fmt: str = param("yuv420p", "pixel format the encoder codes (8- or 10-bit 4:2:0)", choices=PIX_FMTS)
+
+
+class X265(ConventionalCodec):
+    name = "x265"
+    encoder = "libx265"
+    Config = X265Config
+    summary = "H.265 / HEVC through libx265 (PyAV)"
+
+    def encoder_options(self) -> dict[str, str]:
+        opts = {**_rate_control(self.config), "preset": self.config.preset, "x265-params": "log-level=error"}
+        if self.config.tune:
+            opts["tune"] = self.config.tune
+        return opts
+
+
+@dataclass(frozen=True)
+class SvtAv1Config(_RateControl):
+    crf: float | None = param(35.0, "constant rate factor (1..63, lower = better)", low=1, high=63)
+    qp: int | None = param(None, "constant quantiser; replaces crf when given", low=1, high=63)
+    preset: int = param(8, "speed preset, 0 (slowest, best) to 13 (fastest)", low=0, high=13)
+    tune: int | None = param(None, "0 = visual quality, 1 = PSNR (none = the encoder's default)", choices=(0, 1, 2))
+    gop: int | None = param(None, "intra period in frames (none = the encoder's default)", low=1, high=100000)
+    pix_fmt: str = param("yuv420p", "pixel format the encoder codes (8- or 10-bit 4:2:0)", choices=PIX_FMTS)
+
+
+class SvtAv1(ConventionalCodec):
+    name = "svtav1"
+    encoder = "libsvtav1"
+    Config = SvtAv1Config
+    summary = "AV1 through SVT-AV1 (PyAV)"
+
+    def encoder_options(self) -> dict[str, str]:
+        cfg = self.config
+        opts = {**_rate_control(cfg), "preset": str(cfg.preset)}
+        if cfg.tune is not None:
+            opts["svtav1-params"] = f"tune={cfg.tune}"
+        return opts
+
+
+@dataclass(frozen=True)
+class Vp9Config(_RateControl):
+    crf: float | None = param(31.0, "constant quality level (0..63, lower = better); bitrate is left unconstrained", low=0, high=63)
+    qp: int | None = param(None, "fixed quantiser (qmin = qmax); replaces crf when given", low=0, high=63)
+    deadline: str = param("good", "libvpx quality deadline", choices=("good", "best", "realtime"))
+    cpu_used: int = param(1, "libvpx speed setting (0 slowest/best .. 8 fastest)", low=-8, high=8)
+    gop: int | None = param(None, "intra period in frames (none = the encoder's default)", low=1, high=100000)
+    pix_fmt: str = param("yuv420p", "pixel format the encoder codes (8- or 10-bit 4:2:0)", choices=PIX_FMTS)
+
+
+class Vp9(ConventionalCodec):
+    name = "vp9"
+    encoder = "libvpx-vp9"
+    Config = Vp9Config
+    summary = "VP9 through libvpx (PyAV)"
+
+    def encoder_options(self) -> dict[str, str]:
+        cfg = self.config
+        opts = {"deadline": cfg.deadline, "cpu-used": str(cfg.cpu_used), "b": "0"}
+        if cfg.crf is not None:
+            opts["crf"] = f"{cfg.crf:g}"
+        else:
+            opts.update({"qmin": str(cfg.qp), "qmax": str(cfg.qp)})
+        return opts

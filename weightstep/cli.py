@@ -1,0 +1,204 @@
+"""The command line: thin over plain functions. Parses, calls, prints; trains nothing itself.
+
+Every WeightstepError becomes one line on stderr and exit code 2; ``--json`` prints exactly
+one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from weightstep.errors import WeightstepError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="weightstep: neural weight-step video compression and its baselines, measured on real bitstreams.")
+out = Console()
+err = Console(stderr=True)
+
+# shared options --------------------------------------------------------------------------------
+Frames = Annotated[int | None, typer.Option("--frames", "-n", help="number of frames to read")]
+Start = Annotated[int, typer.Option("--start", help="first frame to read")]
+Crop = Annotated[str | None, typer.Option("--crop", help="crop W:H:X:Y (even values) before downscaling")]
+Downscale = Annotated[int, typer.Option("--downscale", help="integer area downscale factor")]
+Width = Annotated[int | None, typer.Option("--width", help="width of a raw .yuv (else from its name)")]
+Height = Annotated[int | None, typer.Option("--height", help="height of a raw .yuv (else from its name)")]
+Fps = Annotated[float | None, typer.Option("--fps", help="frame rate (raw .yuv, or an override)")]
+BitDepth = Annotated[int | None, typer.Option("--bit-depth", help="8 or 10 for a raw .yuv")]
+Matrix = Annotated[str, typer.Option("--matrix", help="colour matrix for RGB: bt709 or bt601")]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else there")]
+
+
+def handled(func):
+    """Turn library errors into one line on stderr and exit code 2 (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except WeightstepError as exc:
+            err.print(f"weightstep: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("weightstep: interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _read_options(start: int, frames: int | None, crop: str | None, downscale: int, width: int | None,
+                  height: int | None, fps: float | None, bit_depth: int | None, matrix: str):
+    from weightstep.errors import InputError
+    from weightstep.video.options import ReadOptions
+
+    crop_box = None
+    if crop:
+        try:
+            crop_box = tuple(int(part) for part in crop.split(":"))
+        except ValueError:
+            raise InputError(f"--crop {crop!r}: expected W:H:X:Y integers") from None
+        if len(crop_box) != 4:
+            raise InputError(f"--crop {crop!r}: expected W:H:X:Y")
+    return ReadOptions(start=start, frames=frames, crop=crop_box, downscale=downscale, width=width,
+                       height=height, fps=fps, bit_depth=bit_depth, matrix=matrix)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=float) + "\n")
+
+
+def _result_table(result: dict) -> Table:
+    table = Table(show_header=False, title=f"{result['codec']} on {result['video']}")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [("frames", f"{result['frames']} x {result['width']}x{result['height']} @ {result['fps']:.3f} fps"),
+            ("bytes", f"{result['bytes']} (file {result['file_bytes']})"), ("bpp", f"{result['bpp']:.4f}"),
+            ("PSNR RGB", f"{result['psnr_rgb']:.2f} dB"), ("PSNR YUV", f"{result['psnr_yuv']:.2f} dB"),
+            ("MS-SSIM", f"{result['ms_ssim']:.4f}"), ("encode", f"{result['encode_s']:.2f} s"),
+            ("decode", f"{result['decode_s']:.2f} s"), ("device", result["device"]),
+            ("config", json.dumps(result["config"]))]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app.command()
+@handled
+def info(video: Annotated[str, typer.Argument(help="path, sample:NAME or synthetic:NAME")],
+         frames: Frames = None, start: Start = 0, crop: Crop = None, downscale: Downscale = 1,
+         width: Width = None, height: Height = None, fps: Fps = None, bit_depth: BitDepth = None,
+         matrix: Matrix = "bt709", as_json: Json = False) -> None:
+    """Describe a video: geometry, frame rate, frame count, bit depth."""
+    from weightstep.video.readers import probe
+
+    facts = probe(video, _read_options(start, frames, crop, downscale, width, height, fps, bit_depth, matrix))
+    if as_json:
+        _emit_json(facts)
+        return
+    table = Table(show_header=False, title=video)
+    for key, value in facts.items():
+        table.add_row(str(key), str(value))
+    out.print(table)
+
+
+@app.command()
+@handled
+def codecs(as_json: Json = False) -> None:
+    """List the registered codecs with their parameters, defaults and what each is for."""
+    from weightstep import registry
+    from weightstep.config import describe_fields
+
+    listing = []
+    for name in registry.names():
+        cls = registry.codec_class(name)
+        listing.append({"name": name, "summary": cls.summary, "parameters": describe_fields(cls.Config)})
+    if as_json:
+        _emit_json(listing)
+        return
+    for entry in listing:
+        table = Table(title=f"{entry['name']}: {entry['summary']}", title_justify="left")
+        for column in ("parameter", "type", "default", "range", "why"):
+            table.add_column(column)
+        for row in entry["parameters"]:
+            table.add_row(row["name"], row["type"], str(row["default"]), row["bounds"], row["why"])
+        out.print(table)
+
+
+@app.command()
+@handled
+def encode(video: Annotated[str, typer.Argument(help="path, sample:NAME or synthetic:NAME")],
+           codec: Annotated[str, typer.Option("--codec", "-c", help="codec name (see `weightstep codecs`)")],
+           output: Annotated[Path, typer.Option("--output", "-o", help="bitstream file to write")],
+           param: Annotated[list[str] | None, typer.Option("--param", "-p", help="codec parameter key=value")] = None,
+           frames: Frames = None, start: Start = 0, crop: Crop = None, downscale: Downscale = 1,
+           width: Width = None, height: Height = None, fps: Fps = None, bit_depth: BitDepth = None,
+           matrix: Matrix = "bt709", as_json: Json = False) -> None:
+    """Encode VIDEO, write the bitstream, decode it back and measure rate and quality."""
+    from weightstep import registry
+    from weightstep.codecs import harness
+    from weightstep.config import parse_assignments
+    from weightstep.video.readers import open_video
+
+    instance = registry.create(codec, parse_assignments(param))
+    reason = instance.availability()
+    if reason:
+        from weightstep.errors import UnavailableError
+
+        raise UnavailableError(f"{codec} cannot run here: {reason}")
+    source = open_video(video, _read_options(start, frames, crop, downscale, width, height, fps, bit_depth, matrix))
+    result = harness.run(instance, source, output).to_dict()
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(_result_table(result))
+        out.print(f"wrote {output}")
+
+
+@app.command()
+@handled
+def decode(bitstream: Annotated[Path, typer.Argument(help="a file written by `weightstep encode`")],
+           output: Annotated[Path, typer.Option("--output", "-o", help=".y4m, .yuv, .mkv (lossless) or a folder for PNGs")]) -> None:
+    """Decode a bitstream and write the video."""
+    from weightstep.codecs import harness
+    from weightstep.fileio import read_bytes
+    from weightstep.video.writers import write_video
+
+    codec, decoded = harness.decode_bytes(read_bytes(bitstream))
+    write_video(decoded, output)
+    err.print(f"{codec.name}: {decoded.frames} frames {decoded.width}x{decoded.height} -> {output}")
+
+
+@app.command("eval")
+@handled
+def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `weightstep encode`")],
+             video: Annotated[str, typer.Argument(help="the source it was made from")],
+             frames: Frames = None, start: Start = 0, crop: Crop = None, downscale: Downscale = 1,
+             width: Width = None, height: Height = None, fps: Fps = None, bit_depth: BitDepth = None,
+             matrix: Matrix = "bt709", as_json: Json = False) -> None:
+    """Decode BITSTREAM and measure it against VIDEO (read with the same options as at encode)."""
+    from weightstep.codecs import harness
+    from weightstep.fileio import read_bytes
+    from weightstep.video.readers import open_video
+
+    data = read_bytes(bitstream)
+    source = open_video(video, _read_options(start, frames, crop, downscale, width, height, fps, bit_depth, matrix))
+    result = harness.evaluate(data, source).to_dict()
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(_result_table(result))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

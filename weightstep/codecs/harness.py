@@ -1,0 +1,94 @@
+"""The measuring harness: encode, write, read back, decode, measure. Codecs never measure themselves.
+
+Every Result comes from here, so rates are bytes of a file that decodes and quality is
+measured on the decoded output against the source.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from weightstep import registry
+from weightstep.codecs.base import Codec, Encoded, Result
+from weightstep.errors import BitstreamError
+from weightstep.fileio import atomic_write_bytes
+from weightstep.metrics import bpp as bits_per_pixel
+from weightstep.metrics import measure as measure_quality
+from weightstep.versions import versions
+from weightstep.video import Video
+
+
+def identify(data: bytes) -> tuple[Codec, Any]:
+    """Which codec can decode ``data``: our container names it; anything else goes to PyAV."""
+    from weightstep.coding.container import MAGIC, Container
+
+    if data[: len(MAGIC)] == MAGIC:
+        container = Container.from_bytes(data)
+        codec = registry.create(container.codec, container.header.get("config", {}))
+        return codec, container
+    if len(data) < 16:
+        raise BitstreamError("not a weightstep or video file (too short)")
+    from baselines.conventional import ConventionalCodec
+
+    return ConventionalCodec.for_stream(data), None
+
+
+def decode_bytes(data: bytes) -> tuple[Codec, Video]:
+    codec, _ = identify(data)
+    return codec, codec.decode(data)
+
+
+def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None, data: bytes,
+            encode_s: float, decode_s: float) -> Result:
+    if decoded.has_native_yuv and video.has_native_yuv:
+        decoded.matrix = video.matrix  # decoded planes are read with the source's colour matrix
+    quality = measure_quality(video, decoded)
+    payload = encoded.bytes if encoded is not None else codec.payload_bytes(data)
+    per_frame_bits = (encoded.per_frame_bits if encoded is not None else None) or [None] * video.frames
+    per_frame = [{"bits": bits, "psnr_rgb": float(psnr)}
+                 for bits, psnr in zip(per_frame_bits, quality.psnr_rgb, strict=True)]
+    extra = dict(encoded.extra) if encoded is not None else {}
+    extra.update({"psnr_y": quality.mean_y, "psnr_u": quality.mean_u, "psnr_v": quality.mean_v,
+                  "describe": codec.describe()})
+    return Result(
+        codec=codec.name, config=codec.describe()["config"], video=video.identity, frames=video.frames,
+        width=video.width, height=video.height, fps=video.fps, bytes=int(payload), file_bytes=len(data),
+        bpp=bits_per_pixel(payload, video.frames, video.width, video.height),
+        psnr_rgb=quality.mean_psnr_rgb, psnr_yuv=quality.mean_psnr_yuv, ms_ssim=quality.mean_ms_ssim,
+        encode_s=encode_s, decode_s=decode_s, per_frame=per_frame, device=codec.device_label(),
+        versions=versions(), seed=getattr(codec.config, "seed", None),
+        estimated_bits=encoded.estimated_bits if encoded is not None else None, extra=extra,
+    )
+
+
+def run(codec: Codec, video: Video, out_path: str | os.PathLike | None = None) -> Result:
+    """Encode ``video``, write the file (atomically), read it back, decode it, measure."""
+    start = time.perf_counter()
+    encoded = codec.encode(video)
+    encode_s = time.perf_counter() - start
+    data = encoded.data
+    if out_path is not None:
+        atomic_write_bytes(out_path, data)
+        with open(out_path, "rb") as handle:
+            data = handle.read()
+    start = time.perf_counter()
+    decoded = codec.decode(data)
+    decode_s = time.perf_counter() - start
+    return _result(codec, video, decoded, encoded, data, encode_s, decode_s)
+
+
+def evaluate(data: bytes, video: Video) -> Result:
+    """Decode a file written earlier and measure it against ``video`` (encode_s is 0: not timed here)."""
+    codec, _ = identify(data)
+    start = time.perf_counter()
+    decoded = codec.decode(data)
+    decode_s = time.perf_counter() - start
+    if (decoded.frames, decoded.width, decoded.height) != (video.frames, video.width, video.height):
+        raise BitstreamError(
+            f"the file decodes to {decoded.frames} frames of {decoded.width}x{decoded.height}, "
+            f"but the video has {video.frames} of {video.width}x{video.height} (use --frames/options to match)")
+    result = _result(codec, video, decoded, None, data, 0.0, decode_s)
+    result.extra["encode_s_measured"] = False
+    return result
