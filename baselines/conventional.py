@@ -13,7 +13,6 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, ClassVar
 
 import av
@@ -23,7 +22,7 @@ from weightstep.codecs.base import Codec, Encoded
 from weightstep.config import param
 from weightstep.errors import BitstreamError, ConfigError
 from weightstep.video import Video
-from weightstep.video.avframes import frame_to_planes, planes_to_frame
+from weightstep.video.avframes import fps_fraction, frame_to_planes, planes_to_frame, quiet_libav
 
 # Matroska header tags: the frame count (so truncation is detected) and the exact codec settings
 # (so `weightstep eval` on a file reports the configuration that made it).
@@ -38,13 +37,8 @@ PIX_FMTS = ("yuv420p", "yuv420p10le")
 
 def _quiet() -> None:
     """Silence libav's and the encoders' own log output (SVT-AV1 reads SVT_LOG at start-up)."""
-    av.logging.set_level(av.logging.ERROR)
+    quiet_libav()
     os.environ.setdefault("SVT_LOG", "1")
-
-
-def frame_rate(fps: float) -> Fraction:
-    """30000/1001 style rational for a float frame rate."""
-    return Fraction(fps).limit_denominator(1001)
 
 
 def _convert_depth(plane: np.ndarray, src_bits: int, dst_bits: int) -> np.ndarray:
@@ -78,36 +72,29 @@ class ConventionalCodec(Codec):
         out_bits = 8 if cfg.pix_fmt == "yuv420p" else 10
         y, u, v = video.yuv420()
         buffer = io.BytesIO()
-        sizes: dict[int, int] = {}
         with av.open(buffer, "w", format="matroska") as container:
             container.metadata[FRAMES_TAG] = str(video.frames)
             container.metadata[CODEC_TAG] = self.name
             container.metadata[CONFIG_TAG] = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-            stream = container.add_stream(self.encoder, rate=frame_rate(video.fps))
+            stream = container.add_stream(self.encoder, rate=fps_fraction(video.fps))
             stream.width, stream.height, stream.pix_fmt = video.width, video.height, cfg.pix_fmt
             if cfg.gop is not None:
                 stream.codec_context.gop_size = cfg.gop
             if getattr(cfg, "bframes", None) is not None:
                 stream.codec_context.max_b_frames = cfg.bframes
             stream.options = self.encoder_options()
-
-            def mux(packets) -> None:
-                for packet in packets:
-                    sizes[int(packet.pts)] = sizes.get(int(packet.pts), 0) + packet.size
-                    container.mux(packet)
-
             for i in range(video.frames):
                 frame = planes_to_frame(*(_convert_depth(p[i], video.bit_depth, out_bits) for p in (y, u, v)),
                                         bit_depth=out_bits)
                 frame.pts = i
-                mux(stream.encode(frame))
-            mux(stream.encode(None))
-            header = len(stream.codec_context.extradata or b"")
-        payload = sum(sizes.values()) + header
-        per_frame = [sizes.get(i, 0) * 8 for i in range(video.frames)] if len(sizes) == video.frames else None
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        data = buffer.getvalue()
+        header, sizes = stream_sizes(data)
+        per_frame = [8 * size for size in sizes] if len(sizes) == video.frames else None
         if per_frame is not None:
-            per_frame[0] += header * 8
-        return Encoded(data=buffer.getvalue(), payload_bytes=payload, per_frame_bits=per_frame,
+            per_frame[0] += 8 * header
+        return Encoded(data=data, payload_bytes=header + sum(sizes), per_frame_bits=per_frame,
                        extra={"extradata_bytes": header, "packets": len(sizes)})
 
     def decode(self, data: bytes) -> Video:
@@ -115,10 +102,8 @@ class ConventionalCodec(Codec):
 
     def payload_bytes(self, data: bytes) -> int:
         """Elementary stream of a written file: packet sizes plus the global header."""
-        with _open(data) as container:
-            stream = container.streams.video[0]
-            header = len(stream.codec_context.extradata or b"")
-            return header + sum(packet.size for packet in container.demux(stream) if packet.size)
+        header, sizes = stream_sizes(data)
+        return header + sum(sizes)
 
     @staticmethod
     def for_stream(data: bytes) -> ConventionalCodec:
@@ -163,6 +148,16 @@ class _open:
         self.container.close()
 
 
+def stream_sizes(data: bytes) -> tuple[int, list[int]]:
+    """(global header bytes, packet bytes in display order) of the file's video stream, as stored."""
+    with _open(data) as container:
+        stream = container.streams.video[0]
+        header = len(stream.codec_context.extradata or b"")
+        packets = sorted((packet.pts, packet.size) for packet in container.demux(stream)
+                         if packet.size and packet.pts is not None)
+    return header, [size for _, size in packets]
+
+
 def decode_stream(data: bytes, identity: str = "decoded") -> Video:
     """Decode any single-video-stream file PyAV reads (our conventional outputs) into a Video."""
     try:
@@ -175,10 +170,10 @@ def decode_stream(data: bytes, identity: str = "decoded") -> Video:
             planes = [frame_to_planes(frame, bits) for frame in container.decode(stream)]
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise BitstreamError(f"cannot decode the stream: {getattr(exc, 'strerror', None) or exc}") from None
-    if not planes:
-        raise BitstreamError("the stream holds no decodable frames")
     if expected is not None and expected.isdigit() and int(expected) != len(planes):
         raise BitstreamError(f"truncated stream: {len(planes)} of the {expected} frames it declares decode")
+    if not planes:
+        raise BitstreamError("the stream holds no decodable frames")
     stacked = tuple(np.stack([p[k] for p in planes]) for k in range(3))
     return Video(identity=identity, fps=fps, planes=stacked, bit_depth=bits)
 

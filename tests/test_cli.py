@@ -105,13 +105,13 @@ def test_yuv_not_whole_frames(runner, tmp_path):
     bad = tmp_path / "clip_32x32_30fps_420_8bit_YUV.yuv"
     bad.write_bytes(bytes(32 * 32 * 3 // 2 * 2 + 7))
     out = tmp_path / "x.mkv"
-    assert_clean_failure(invoke(runner, "encode", bad, "-c", "x264", "-o", out), "whole number of frames")
+    assert_clean_failure(invoke(runner, "encode", bad, "-c", "x264", "-o", out), "is not a whole number of 32x32")
     assert not out.exists()
 
 
 def test_odd_size_for_420(runner, tmp_path):
     bad = tmp_path / "clip.yuv"
-    bad.write_bytes(bytes(33 * 32 * 3))
+    bad.write_bytes(bytes(2 * (33 * 32 + 2 * 17 * 16)))  # two whole frames, odd width
     assert_clean_failure(invoke(runner, "info", bad, "--width", "33", "--height", "32"), "even")
 
 

@@ -26,7 +26,7 @@ err = Console(stderr=True)
 # shared options --------------------------------------------------------------------------------
 Frames = Annotated[int | None, typer.Option("--frames", "-n", help="number of frames to read")]
 Start = Annotated[int, typer.Option("--start", help="first frame to read")]
-Crop = Annotated[str | None, typer.Option("--crop", help="crop W:H:X:Y (even values) before downscaling")]
+Crop = Annotated[str | None, typer.Option("--crop", help="crop WxH+X+Y (even values) before downscaling")]
 Downscale = Annotated[int, typer.Option("--downscale", help="integer area downscale factor")]
 Width = Annotated[int | None, typer.Option("--width", help="width of a raw .yuv (else from its name)")]
 Height = Annotated[int | None, typer.Option("--height", help="height of a raw .yuv (else from its name)")]
@@ -55,17 +55,9 @@ def handled(func):
 
 def _read_options(start: int, frames: int | None, crop: str | None, downscale: int, width: int | None,
                   height: int | None, fps: float | None, bit_depth: int | None, matrix: str):
-    from weightstep.errors import InputError
-    from weightstep.video.options import ReadOptions
+    from weightstep.video.options import ReadOptions, parse_crop
 
-    crop_box = None
-    if crop:
-        try:
-            crop_box = tuple(int(part) for part in crop.split(":"))
-        except ValueError:
-            raise InputError(f"--crop {crop!r}: expected W:H:X:Y integers") from None
-        if len(crop_box) != 4:
-            raise InputError(f"--crop {crop!r}: expected W:H:X:Y")
+    crop_box = parse_crop(crop) if crop else None
     return ReadOptions(start=start, frames=frames, crop=crop_box, downscale=downscale, width=width,
                        height=height, fps=fps, bit_depth=bit_depth, matrix=matrix)
 

@@ -50,7 +50,8 @@ def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None,
     per_frame = [{"bits": bits, "psnr_rgb": float(psnr)}
                  for bits, psnr in zip(per_frame_bits, quality.psnr_rgb, strict=True)]
     extra = dict(encoded.extra) if encoded is not None else {}
-    extra.update({"psnr_y": quality.mean_y, "psnr_u": quality.mean_u, "psnr_v": quality.mean_v,
+    extra.update({"psnr_y": quality.mean_psnr_y, "psnr_u": quality.mean_psnr_u, "psnr_v": quality.mean_psnr_v,
+                  "ms_ssim_scales": quality.ms_ssim_scales,
                   "describe": codec.describe()})
     return Result(
         codec=codec.name, config=codec.describe()["config"], video=video.identity, frames=video.frames,

@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+from fractions import Fraction
+
 import av
 import numpy as np
+
+
+def quiet_libav() -> None:
+    """Keep libav's messages out of the user's terminal, but inside PyAV's exceptions.
+
+    At level ERROR PyAV attaches libav's last message to the exceptions it raises; a
+    NullHandler on the ``libav`` logger stops those messages from also reaching stderr
+    through Python's last-resort handler (the CLI promises one line per error).
+    """
+    av.logging.set_level(av.logging.ERROR)
+    logger = logging.getLogger("libav")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """A float rate as containers and headers want it: 29.97002997 -> 30000/1001, 25.0 -> 25/1."""
+    return Fraction(fps).limit_denominator(1001)
 
 
 def pixel_format(bit_depth: int) -> str:
