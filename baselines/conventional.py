@@ -3,7 +3,9 @@
 Each codec is a small class that records its exact settings (CompressAI's habit). The encoder
 is fed the source's own 4:2:0 planes, the stream goes into a Matroska file, and the rate is
 the elementary stream: the sum of packet sizes plus the codec's global header (extradata:
-parameter sets a decoder needs). The Matroska size is ``file_bytes``.
+parameter sets a decoder needs). The Matroska size is ``file_bytes``. Text the encoders write
+about themselves (x264's settings SEI, x265's info SEI, ~0.7-2.3 kB) is left out of the stream:
+a decoder does not need it, and on short clips it would be a large part of the rate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import av
+from av.bitstream import BitStreamFilterContext
 import numpy as np
 
 from weightstep.codecs.base import Codec, Encoded
@@ -55,6 +58,9 @@ class ConventionalCodec(Codec):
 
     encoder: ClassVar[str]
     suffix = ".mkv"
+    # NAL unit types removed after encoding: SEI that only carries the encoder's version and
+    # settings as text (x264 writes ~700 bytes into the first frame; a decoder never needs it).
+    strip_units: ClassVar[str | None] = None
 
     def encoder_options(self) -> dict[str, str]:
         raise NotImplementedError
@@ -90,6 +96,8 @@ class ConventionalCodec(Codec):
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
         data = buffer.getvalue()
+        if self.strip_units:
+            data = _filter_units(data, self.strip_units)
         header, sizes = stream_sizes(data)
         per_frame = [8 * size for size in sizes] if len(sizes) == video.frames else None
         if per_frame is not None:
@@ -146,6 +154,23 @@ class _open:
 
     def __exit__(self, *exc):
         self.container.close()
+
+
+def _filter_units(data: bytes, remove_types: str) -> bytes:
+    """Re-mux ``data`` through libav's filter_units bitstream filter, dropping NAL unit types."""
+    buffer = io.BytesIO()
+    with _open(data) as source, av.open(buffer, "w", format="matroska") as target:
+        stream = source.streams.video[0]
+        target.metadata.update({k: v for k, v in source.metadata.items() if k.startswith("WEIGHTSTEP_")})
+        out = target.add_stream_from_template(stream)
+        bsf = BitStreamFilterContext(f"filter_units=remove_types={remove_types}", stream, out)
+        for packet in [*source.demux(stream), None]:
+            if packet is not None and packet.size == 0:
+                continue
+            for filtered in bsf.filter(packet):
+                filtered.stream = out
+                target.mux(filtered)
+    return buffer.getvalue()
 
 
 def stream_sizes(data: bytes) -> tuple[int, list[int]]:
@@ -209,6 +234,7 @@ class X264(ConventionalCodec):
     encoder = "libx264"
     Config = X264Config
     summary = "H.264 / AVC through libx264 (PyAV)"
+    strip_units = "6"  # SEI
 
     def encoder_options(self) -> dict[str, str]:
         opts = {**_rate_control(self.config), "preset": self.config.preset}
@@ -236,7 +262,7 @@ class X265(ConventionalCodec):
     summary = "H.265 / HEVC through libx265 (PyAV)"
 
     def encoder_options(self) -> dict[str, str]:
-        opts = {**_rate_control(self.config), "preset": self.config.preset, "x265-params": "log-level=error"}
+        opts = {**_rate_control(self.config), "preset": self.config.preset, "x265-params": "log-level=error:info=0"}
         if self.config.tune:
             opts["tune"] = self.config.tune
         return opts
