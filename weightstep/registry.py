@@ -13,6 +13,7 @@ from weightstep.config import build
 from weightstep.errors import ConfigError
 
 _CODECS: dict[str, str] = {
+    "weightstep": "weightstep.codecs.weightstep_codec:WeightStepCodec",
     "x264": "baselines.conventional:X264",
     "x265": "baselines.conventional:X265",
     "svtav1": "baselines.conventional:SvtAv1",
