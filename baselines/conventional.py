@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import av
-from av.bitstream import BitStreamFilterContext
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.config import param
