@@ -41,7 +41,7 @@ def main(video: Annotated[str, typer.Argument()] = "sample:carphone",
         table.add_row(name, f"{value:g}", str(result.bytes), f"{result.bpp:.4f}", f"{result.psnr_rgb:.2f}",
                       f"{result.psnr_yuv:.2f}", f"{result.ms_ssim:.4f}", f"{result.encode_s:.2f}",
                       f"{result.decode_s:.2f}")
-    console = Console()
+    console = Console(width=200)
     console.print(table)
     anchor = curves[codecs[0]]
     for name in codecs[1:]:

@@ -253,6 +253,14 @@ def encode_ints(values: np.ndarray) -> bytes:
     return _INT_HEADER.pack(family, loc, scale, lo, hi) + _words_to_bytes(coder.get_compressed())
 
 
+def model_of(blob: bytes) -> tuple[int, float, float, int, int]:
+    """(family, loc, scale, lo, hi) stored in a blob's header, e.g. for :func:`ideal_bits`."""
+    if len(blob) < INT_HEADER_BYTES:
+        raise BitstreamError("entropy blob: shorter than its header")
+    family, loc, scale, lo, hi = _INT_HEADER.unpack_from(blob)
+    return int(family), float(loc), float(scale), int(lo), int(hi)
+
+
 def _check_count(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
         raise TypeError("count must be an int")
