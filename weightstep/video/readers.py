@@ -100,7 +100,7 @@ def _container_frames(path: Path, info: SourceInfo, what: str, start: int, count
     deep = info.rgb and _is_deep(av.VideoFormat(info.native))
     with _open_container(path, what) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"  # frame threading (AUTO) deadlocked here when a read stopped early
         index = -1
         try:
             for frame in container.decode(stream):
