@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from weightstep.coding.entropy import MAX_COUNT, MAX_SUPPORT, decode_ints, encode_ints
+from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
 
 __all__ = [
@@ -241,57 +242,18 @@ def search_step(
 # ---------------------------------------------------------------- serialisation
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    if value < 0 or value > 0xFFFFFFFF:
-        raise ValueError(f"varint out of range: {value}")
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-class _Reader:
-    """Bounds-checked reading of a byte string; every failure is a BitstreamError."""
-
-    def __init__(self, data: bytes, what: str):
-        self.data, self.pos, self.what = data, 0, what
-
-    def take(self, n: int, field: str) -> bytes:
-        if n < 0 or n > len(self.data) - self.pos:
-            raise BitstreamError(f"{self.what}: truncated {field} ({n} bytes needed, "
-                                 f"{len(self.data) - self.pos} left)")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def varint(self, field: str) -> int:
-        value = 0
-        for i in range(5):
-            byte = self.take(1, field)[0]
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                if value > 0xFFFFFFFF:
-                    break
-                return value
-        raise BitstreamError(f"{self.what}: malformed {field}")
-
-
 def pack_tensors(tensors: Sequence[QuantisedTensor]) -> bytes:
     """Serialise quantised tensors in order (see the module docstring for the layout)."""
     out = bytearray()
-    _put_varint(out, len(tensors))
+    put_varint(out, len(tensors))
     for t in tensors:
         out.append(_FLAG_PER_CHANNEL if t.per_channel else 0)
-        _put_varint(out, len(t.shape))
+        put_varint(out, len(t.shape))
         for d in t.shape:
-            _put_varint(out, d)
+            put_varint(out, d)
         out += t.step.astype("<f4").tobytes()
         blob = encode_ints(t.values)
-        _put_varint(out, len(blob))
+        put_varint(out, len(blob))
         out += blob
     return bytes(out)
 
@@ -309,7 +271,7 @@ def _check_expected(expected: Sequence[tuple[str, Sequence[int]]]) -> list[tuple
 def unpack_tensors(data: bytes, expected: Sequence[tuple[str, Sequence[int]]]) -> list[QuantisedTensor]:
     """Read tensors written by :func:`pack_tensors`, checking count and shapes against ``expected``."""
     want = _check_expected(expected)
-    r = _Reader(bytes(data), "tensor stream")
+    r = ByteReader(bytes(data), "tensor stream")
     count = r.varint("tensor count")
     if count != len(want):
         raise BitstreamError(f"tensor stream: holds {count} tensors, the network has {len(want)}")
