@@ -93,8 +93,10 @@ def build(cls: type, values: dict[str, Any], *, where: str = "") -> Any:
     """Make ``cls`` from a mapping of names to strings or TOML values; unknown names are refused."""
     names = [f.name for f in dataclasses.fields(cls)]
     hints = typing.get_type_hints(cls)
+    aliases = getattr(cls, "aliases", {})  # e.g. {"lambda": "lam"} for names Python reserves
     kwargs = {}
     for key, raw in values.items():
+        key = aliases.get(key, key)
         if key not in names:
             place = f" in {where}" if where else ""
             raise ConfigError(f"unknown parameter {key!r}{place}; valid: {', '.join(names)}")
@@ -138,6 +140,7 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
             bounds = f"[{meta.get('low', '')}, {meta.get('high', '')}]"
         if meta.get("choices"):
             type_name = "|".join(map(str, meta["choices"]))
-        rows.append({"name": f.name, "type": type_name, "default": f.default, "bounds": bounds,
+        alias = next((a for a, target in getattr(cls, "aliases", {}).items() if target == f.name), None)
+        rows.append({"name": f"{alias} ({f.name})" if alias else f.name, "type": type_name, "default": f.default, "bounds": bounds,
                      "why": meta.get("why", "")})
     return rows

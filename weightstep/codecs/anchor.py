@@ -58,10 +58,11 @@ def quantisation_aware_finetune(net: nn.Module, target: torch.Tensor, steps: int
         label="quantisation-aware fine-tune")
 
 
-def fit_and_code(net: nn.Module, target: torch.Tensor, fit_config: FitConfig, *, lam: float,
+def fit_and_code(net: nn.Module, target: torch.Tensor, fit_config: FitConfig | None, *, lam: float,
                  per_channel: bool, qat_steps: int, label: str) -> CodedNetwork:
-    """Fit ``net`` to ``target`` (1,3,H,W), then choose the quantisation step and code it."""
-    report = fit_image(net, target, fit_config, label=label)
+    """Fit ``net`` to ``target`` (1,3,H,W) unless ``fit_config`` is None (weights already trained),
+    then choose the quantisation step by distortion + lam * bpp and code the weights."""
+    report = fit_image(net, target, fit_config, label=label) if fit_config is not None else None
     pixels = target.shape[-1] * target.shape[-2]
     target_cpu = target.detach().cpu()
 
@@ -70,14 +71,15 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, fit_config: FitConfig, *,
 
     data, weights, search = code_weights(weights_of(net), distortion, lam, pixels, per_channel)
     if qat_steps > 0:
-        quantisation_aware_finetune(net, target, qat_steps, search.chosen.rel_step, per_channel,
-                                    fit_config.lr * 0.1, fit_config.seed)
+        lr = 0.1 * (fit_config.lr if fit_config is not None else DEFAULT_LR.get("siren"))
+        quantisation_aware_finetune(net, target, qat_steps, search.chosen.rel_step, per_channel, lr,
+                                    fit_config.seed if fit_config is not None else 0)
         data, weights, search = code_weights(weights_of(net), distortion, lam, pixels, per_channel,
                                              candidates=[search.chosen.rel_step])
     frame = render(net, weights)
-    fitted_psnr = report.last_psnr
-    coded_mse = mse(frame.cpu(), target_cpu)
-    facts = {"fit_steps": report.steps_done, "fit_seconds": report.seconds, "fit_stopped_by": report.stopped_by,
-             "fit_psnr": fitted_psnr, "coded_psnr": psnr_from_mse(coded_mse), "rel_step": search.chosen.rel_step,
+    facts = {"coded_psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)), "rel_step": search.chosen.rel_step,
              "weight_bytes": len(data), "parameters": sum(w.numel() for w in weights.values())}
+    if report is not None:
+        facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
+                      "fit_stopped_by": report.stopped_by, "fit_psnr": report.last_psnr})
     return CodedNetwork(data=data, weights=weights, frame=frame, report=facts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,11 +19,16 @@ from weightstep.codecs.netcoding import decode_weights, frames_to_numpy, paramet
 from weightstep.coding.container import Container
 from weightstep.config import param
 from weightstep.device import device_label, resolve_device
-from weightstep.errors import BitstreamError, ConfigError
+from weightstep.errors import BitstreamError
 from weightstep.inr import FitConfig, NetworkSpec, build_network
+from weightstep.stepping.code import decode_update
+from weightstep.stepping.schedule import SCHEDULES, StepSettings, joint_steps_for
+from weightstep.stepping.update import UpdateSpec, apply_delta
 from weightstep.video import Video
 
-ANCHOR = "ANCH"
+ANCHOR = "ANCH"  # section of a full network (frame 0 of each GOP)
+STEP = "STEP"  # section of one weight update
+SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
 FORMAT = 1  # layout of this codec's sections; bump when it changes
 
 
@@ -48,6 +53,23 @@ class WeightStepConfig:
                       choices=("mse", "l1ssim"))
     time_budget: float | None = param(None, "wall-time budget in seconds for the anchor fit (equal-time "
                                       "comparisons); none = run all steps", low=0.0)
+    update: str = param("l0", "how each frame after the anchor is coded: l0 gates on each weight's update, "
+                        "dct gates on the DCT coefficients of each tensor's update, dense (the control)",
+                        choices=("l0", "dct", "dense"))
+    schedule: str = param("two-stage", "two-stage: anchor, then each update in turn from the decoded weights; "
+                          "single-stage: anchor and all updates fitted jointly", choices=("two-stage", "single-stage"))
+    lam: float = param(1e-7, "lambda: weight of the expected number of open gates beside the MSE in [0,1]; "
+                       "with q_lambda it sets the rate of the steps (alias: lambda)", low=0.0)
+    gop: int = param(0, "restart with a fresh anchor every gop frames (proposal §4.3 slices); 0 = one anchor",
+                     low=0, high=100000)
+    step_steps: int = param(150, "optimiser steps per weight step (two-stage); single-stage runs about as "
+                            "many frame evaluations in its joint fit", low=1, high=10**7)
+    step_time_budget: float | None = param(None, "wall-time budget in seconds per weight step (two-stage) or "
+                                           "for the joint fit (single-stage); none = run all steps", low=0.0)
+    update_lr: float = param(2e-4, "Adam lr of the update values (weights are O(0.1), steps O(1e-3))", low=0.0)
+    gate_lr: float = param(0.05, "Adam lr of the gate logits: at the update's lr gates learn nothing", low=0.0)
+    log_alpha_init: float = param(-3.0, "initial gate logit: gates start closed at test time", low=-20.0, high=20.0)
+    frame_batch: int = param(4, "frames per step of the single-stage joint fit", low=1, high=4096)
     q_lambda: float = param(1e-4, "rate weight of the quantisation step search: minimises "
                             "MSE + q_lambda * bpp with the real coded bits (C3 style)", low=0.0)
     per_channel: bool = param(True, "quantisation step per output channel (else one per tensor)")
@@ -61,6 +83,19 @@ class WeightStepConfig:
                            fourier_features=self.fourier_features, activation=self.activation,
                            dip_channels=self.dip_channels, dip_levels=self.dip_levels, dip_skips=self.dip_skips,
                            seed=self.seed)
+
+    aliases: ClassVar[dict[str, str]] = {"lambda": "lam"}  # -p lambda=... (a Python keyword)
+
+    def update_spec(self) -> UpdateSpec:
+        return UpdateSpec(kind=self.update, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr,
+                          update_lr=self.update_lr, lam=self.lam, seed=self.seed)
+
+    def step_settings(self, frames: int) -> StepSettings:
+        fit_config = FitConfig(steps=self.step_steps, lr=self.update_lr, time_budget_s=self.step_time_budget,
+                               seed=self.seed, warmup_fraction=0.0)
+        return StepSettings(fit=fit_config, q_lambda=self.q_lambda, frame_batch=self.frame_batch,
+                            joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
+                            anchor_lr=0.1 * (self.anchor_lr or DEFAULT_LR[self.inr]))
 
     def anchor_fit(self) -> FitConfig:
         return FitConfig(steps=self.anchor_steps, lr=self.anchor_lr or DEFAULT_LR[self.inr], loss=self.loss,
@@ -89,21 +124,41 @@ class WeightStepCodec(Codec):
     def _network(self, height: int, width: int):
         return build_network(self.config.network_spec(), height, width).to(self.device)
 
+    def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
+        cfg = self.config
+        return fit_and_code(net, target, cfg.anchor_fit() if fit_first else None, lam=cfg.q_lambda,
+                            per_channel=cfg.per_channel, qat_steps=cfg.qat_steps, label=f"anchor {cfg.inr}")
+
+    def gops(self, frames: int) -> list[tuple[int, int]]:
+        """(start, count) of each group of pictures: one anchor and its weight steps.
+
+        Each fresh anchor's fit starts from the previous anchor's fitted weights (a warm start the
+        decoder does not need to know about: every anchor is coded in full)."""
+        size = self.config.gop or frames
+        return [(start, min(size, frames - start)) for start in range(0, frames, size)]
+
     def encode(self, video: Video) -> Encoded:
         cfg = self.config
-        if video.frames > 1:
-            raise ConfigError("weight steps are not available yet: encode one frame (--frames 1)")
-        target = torch.from_numpy(video.rgb()[:1]).to(self.device)
+        frames = torch.from_numpy(video.rgb()).to(self.device)
         net = self._network(video.height, video.width)
-        coded = fit_and_code(net, target, cfg.anchor_fit(), lam=cfg.q_lambda, per_channel=cfg.per_channel,
-                             qat_steps=cfg.qat_steps, label=f"anchor {cfg.inr}")
+        schedule = SCHEDULES[cfg.schedule]
+        coded = []
+        for index, (start, count) in enumerate(self.gops(video.frames)):
+            label = f"GOP {index + 1}: " if cfg.gop else ""
+            coded += schedule(net, frames[start:start + count], cfg.update_spec(), cfg.step_settings(count),
+                              self._code_anchor, label=label)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
                   "seeds": {"network": cfg.seed}}
-        data = Container(codec=self.name, header=header, sections=[(ANCHOR, coded.data)]).to_bytes()
-        self.reconstruction = coded.frame.cpu()
-        per_frame = [8 * len(data)]
-        return Encoded(data=data, per_frame_bits=per_frame, extra={"anchor": coded.report})
+        sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
+        data = Container(codec=self.name, header=header, sections=sections).to_bytes()
+        self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
+        per_frame = [8 * (len(c.data) + SECTION_FRAMING) for c in coded]
+        per_frame[0] += 8 * len(data) - sum(per_frame)  # the container header goes with the first frame
+        steps = [c.facts for c in coded if c.kind == "step"]
+        extra = {"anchors": [c.facts for c in coded if c.kind == "anchor"], "anchor": coded[0].facts,
+                 "steps": steps, "changed_weights": [c.facts.get("changed", None) for c in coded]}
+        return Encoded(data=data, per_frame_bits=per_frame, extra=extra)
 
     def decode(self, data: bytes) -> Video:
         container = Container.from_bytes(data)
@@ -111,10 +166,21 @@ class WeightStepCodec(Codec):
         if container.codec != self.name or header.get("format") != FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
         width, height, frames = header["width"], header["height"], header["frames"]
-        anchors = container.sections_tagged(ANCHOR)
-        if len(anchors) != 1 or frames != 1:
-            raise BitstreamError("the stream's sections do not match its frame count")
+        tags = [tag for tag, _ in container.sections]
+        expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
+                    for t in range(start, start + count)]
+        if tags != expected:
+            raise BitstreamError(f"the stream's {len(tags)} sections do not match its {frames} frames")
         net = self._network(height, width)
-        weights = decode_weights(anchors[0], parameter_shapes(net))
-        frame = render(net, weights)
-        return Video(identity=f"decoded:{self.name}", fps=header["fps"], rgb_frames=frames_to_numpy(frame))
+        shapes = parameter_shapes(net)
+        out, weights, maps = [], None, None
+        for tag, section in container.sections:
+            if tag == ANCHOR:
+                weights, maps = decode_weights(section, shapes), None
+                weights = {k: v.to(self.device) for k, v in weights.items()}
+            else:
+                delta, maps = decode_update(section, shapes, maps, self.config.update)
+                weights = apply_delta(weights, delta)
+            out.append(render(net, weights).cpu())
+        return Video(identity=f"decoded:{self.name}", fps=header["fps"],
+                     rgb_frames=frames_to_numpy(torch.cat(out)))

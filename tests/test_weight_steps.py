@@ -1,0 +1,85 @@
+"""The weight-step codec over several frames: every inr x update x schedule, closed loop, framing."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from weightstep import registry
+from weightstep.codecs import harness
+from weightstep.codecs.weightstep_codec import ANCHOR, SECTION_FRAMING, STEP
+from weightstep.coding.container import Container
+from weightstep.errors import BitstreamError
+from weightstep.video import Video
+
+TINY = {"siren": {"width": "16", "depth": "2", "anchor_lr": "5e-3"},
+        "fourier": {"width": "16", "depth": "2", "fourier_features": "16", "fourier_sigma": "3"},
+        "dip": {"dip_channels": "4", "dip_levels": "2"}}
+FAST = {"anchor_steps": "30", "step_steps": "8", "device": "cpu", "update_lr": "1e-3", "gate_lr": "0.1"}
+
+
+def drifting_clip(frames=3, size=16):
+    """A soft disc drifting right over gradients: consecutive frames differ a little."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    out = []
+    for t in range(frames):
+        disc = 1.0 / (1.0 + np.exp(((xx - 0.4 - 0.05 * t) ** 2 + (yy - 0.5) ** 2 - 0.05) * 80))
+        out.append(np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * disc, 0.8 - 0.6 * xx * yy]))
+    return Video(identity="test:drift", fps=25.0, rgb_frames=np.asarray(out, dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return drifting_clip()
+
+
+@pytest.mark.parametrize("inr,update,schedule", list(itertools.product(
+    ["siren", "fourier", "dip"], ["l0", "dct", "dense"], ["two-stage", "single-stage"])))
+def test_every_combination_round_trips_exactly(inr, update, schedule, clip):
+    codec = registry.create("weightstep", {"inr": inr, "update": update, "schedule": schedule,
+                                           **TINY[inr], **FAST, "log_alpha_init": "0"})
+    result = harness.run(codec, clip)
+    decoded = codec.decode(codec.encode(clip).data)
+    assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
+    assert result.frames == 3 and len(result.extra["steps"]) == 2
+    assert sum(f["bits"] for f in result.per_frame) == 8 * result.bytes
+    assert result.per_frame[0]["bits"] > result.per_frame[1]["bits"]  # the anchor is the expensive frame
+
+
+def test_steps_improve_on_keeping_the_anchor(clip):
+    base = {"inr": "siren", **TINY["siren"], **FAST, "step_steps": "60", "lambda": "1e-9", "log_alpha_init": "0"}
+    stepped = harness.run(registry.create("weightstep", base), clip)
+    frozen = harness.run(registry.create("weightstep", {**base, "lambda": "100"}), clip)
+    assert stepped.per_frame[2]["psnr_rgb"] > frozen.per_frame[2]["psnr_rgb"] + 0.5
+
+
+@pytest.mark.parametrize("update", ["l0", "dct"])
+def test_huge_lambda_changes_nothing_and_costs_only_framing(update, clip):
+    codec = registry.create("weightstep", {"inr": "siren", "update": update, **TINY["siren"], **FAST,
+                                           "lambda": "1e3", "log_alpha_init": "0", "step_steps": "20",
+                                           "gate_lr": "0.3"})  # closes open gates within 20 steps
+    result = harness.run(codec, clip)
+    assert result.extra["changed_weights"][1:] == [0, 0]
+    assert [f["bits"] for f in result.per_frame[1:]] == [8 * (1 + SECTION_FRAMING)] * 2
+    frames = codec.reconstruction.numpy()
+    assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[1], frames[2])
+
+
+def test_gop_restarts_with_fresh_anchors():
+    clip = drifting_clip(frames=5)
+    codec = registry.create("weightstep", {"inr": "siren", **TINY["siren"], **FAST, "gop": "2"})
+    data = codec.encode(clip).data
+    tags = [tag for tag, _ in Container.from_bytes(data).sections]
+    assert tags == [ANCHOR, STEP, ANCHOR, STEP, ANCHOR]
+    assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
+
+
+def test_a_cut_inside_a_step_section_is_refused(clip):
+    codec = registry.create("weightstep", {"inr": "siren", **TINY["siren"], **FAST, "lambda": "1e-9",
+                                           "log_alpha_init": "0"})
+    data = codec.encode(clip).data
+    sections = Container.from_bytes(data).sections
+    assert sections[-1][0] == STEP and len(sections[-1][1]) > 2
+    for cut in (len(data) - 1, len(data) - len(sections[-1][1]) // 2, len(data) - len(sections[-1][1])):
+        with pytest.raises(BitstreamError):
+            codec.decode(data[:cut])

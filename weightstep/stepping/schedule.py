@@ -1,0 +1,178 @@
+"""Two-stage and single-stage weight stepping over one group of pictures (an anchor and its steps).
+
+Both schedules end in the same closed-loop coding: frame t's update is quantised and coded
+against the *decoded* weights of frame t-1, and the next frame starts from what the decoder
+will hold, so encoder and decoder never drift apart.
+
+- two-stage: fit and code the anchor on frame 0; then, frame by frame, fit a gated update
+  starting from the decoded previous weights (:class:`WeightUpdate`), and code it.
+- single-stage: fit the anchor weights and every update jointly on mini-batches of frames
+  (theta_t = theta_0 + sum of the updates up to t), then code the anchor and, frame by frame,
+  the residual from the decoded previous weights to the jointly trained theta_t, restricted to
+  the elements (or DCT coefficients) whose gates the joint training opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from weightstep.codecs.anchor import CodedNetwork
+from weightstep.codecs.netcoding import mse, render
+from weightstep.inr import FitConfig, StepOutput, fit
+from weightstep.inr.losses import psnr_from_mse
+from weightstep.progress import make_progress
+from weightstep.stepping.code import choose_step, encode_update
+from weightstep.stepping.dct import to_coefficients
+from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta, forward_with
+
+# (network, target frame (1,3,H,W), fit first?) -> the coded anchor
+AnchorCoder = Callable[[nn.Module, torch.Tensor, bool], CodedNetwork]
+
+
+@dataclass
+class CodedFrame:
+    """One frame's section: an anchor (full network) or a weight step."""
+
+    kind: str  # "anchor" or "step"
+    data: bytes
+    frame: torch.Tensor  # (1,3,H,W) reconstruction at 8-bit levels, from the decoded weights
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the schedules need beyond the update parametrisation (built from the codec config)."""
+
+    fit: FitConfig  # per-frame fit of an update (two-stage) or the joint fit's schedule (single-stage)
+    q_lambda: float  # rate weight of the update's quantisation step search (MSE + q_lambda * bpp)
+    frame_batch: int  # frames per joint step (single-stage)
+    joint_steps: int  # optimiser steps of the joint fit (single-stage)
+    anchor_lr: float  # learning rate of theta_0 in the joint fit (single-stage)
+
+
+def _gate_masks(update: WeightUpdate) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        if not update.gated:
+            return {name: torch.ones_like(b, dtype=torch.bool) for name, b in update.base().items()}
+        return {name: gate.open_mask() for name, gate in zip(update.names, update.gates, strict=True)}
+
+
+def _code_step(net: nn.Module, values: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
+               target: torch.Tensor, kind: str, settings: StepSettings,
+               previous_maps: dict[str, np.ndarray] | None) -> tuple[CodedFrame, dict, dict[str, np.ndarray]]:
+    """Quantise and code ``values`` as the update from ``base``; returns the frame, new weights, maps."""
+    target_cpu = target.detach().cpu()
+    pixels = target.shape[-1] * target.shape[-2]
+
+    def distortion(delta: dict[str, torch.Tensor]) -> float:
+        return mse(render(net, apply_delta(base, delta)).cpu(), target_cpu)
+
+    quantised, search = choose_step(values, kind, distortion, settings.q_lambda / pixels,
+                                    previous_maps=previous_maps)
+    data, maps, stats = encode_update(quantised, previous_maps)
+    weights = apply_delta(base, quantised.delta())
+    frame = render(net, weights)
+    facts = {**stats.to_dict(), "psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)),
+             "rel_step": search.chosen.rel_step}
+    return CodedFrame("step", data, frame, facts), weights, maps
+
+
+def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
+              code_anchor: AnchorCoder, label: str = "") -> list[CodedFrame]:
+    """Anchor on ``frames[0]``, then one fitted and coded update per following frame."""
+    anchor = code_anchor(net, frames[:1], True)
+    coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
+    weights, maps = anchor.weights, None
+    device = frames.device
+    with make_progress() as progress:
+        task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
+        for t in range(1, frames.shape[0]):
+            target = frames[t:t + 1]
+            update = WeightUpdate({k: v.to(device) for k, v in weights.items()}, spec).to(device)
+            generator = torch.Generator(device=device).manual_seed(spec.seed + t)
+
+            def closure(_: int, update=update, target=target, generator=generator) -> StepOutput:
+                pred = forward_with(net, update.weights(train=True, generator=generator))
+                err = torch.mean((pred - target) ** 2)
+                loss = err + spec.lam * update.penalty()
+                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()))
+
+            report = fit(update.param_groups(), closure, settings.fit, label=f"frame {t}")
+            step, weights, maps = _code_step(net, update.coded_values(), update.base(), target, spec.kind,
+                                             settings, maps)
+            step.facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
+                               "open_gates": update.open_count()})
+            coded.append(step)
+            progress.update(task, advance=1, status=f"frame {t}: {step.facts['psnr']:.2f} dB, "
+                            f"{step.facts['bytes']} B, {step.facts['changed']} changed")
+    return coded
+
+
+def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
+                 code_anchor: AnchorCoder, label: str = "") -> list[CodedFrame]:
+    """Fit theta_0 and all updates jointly, then code them closed-loop (see the module docstring)."""
+    count = frames.shape[0]
+    device = frames.device
+    warm = code_anchor(net, frames[:1], True)  # theta_0 starts from a fit of frame 0 (its coding is discarded)
+    anchor_params = dict(net.named_parameters())
+    zeros = {name: torch.zeros_like(p) for name, p in anchor_params.items()}
+    updates = [WeightUpdate(zeros, spec).to(device) for _ in range(count - 1)]
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    picker = torch.Generator().manual_seed(spec.seed)
+    batch = min(settings.frame_batch, count)
+
+    def weights_at(t: int, deltas: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        out = dict(anchor_params)
+        for delta in deltas[:t]:
+            out = {name: out[name] + delta[name] for name in out}
+        return out
+
+    def closure(_: int) -> StepOutput:
+        chosen = torch.randperm(count, generator=picker)[:batch].tolist()
+        deltas = [u.delta(train=True, generator=generator) for u in updates[:max(chosen)]]
+        err = torch.stack([torch.mean((forward_with(net, weights_at(t, deltas)) - frames[t:t + 1]) ** 2)
+                           for t in chosen]).mean()
+        penalty = torch.stack([u.penalty() for u in updates]).sum() if updates else torch.zeros((), device=device)
+        return StepOutput(loss=err + spec.lam * penalty, psnr=psnr_from_mse(err.detach()))
+
+    groups = [{"params": list(anchor_params.values()), "lr": settings.anchor_lr}]
+    for update in updates:
+        groups.extend(update.param_groups())
+    joint = dataclasses.replace(settings.fit, steps=settings.joint_steps)
+    fit(groups, closure, joint, label=f"{label}joint fit of {count} frames")
+
+    with torch.no_grad():
+        trained = [u.delta(train=False) for u in updates]
+        masks = [_gate_masks(u) for u in updates]
+        targets = [weights_at(t, trained) for t in range(count)]
+    anchor = code_anchor(net, frames[:1], False)  # codes theta_0 as trained jointly
+    anchor.report["warm_start_psnr"] = warm.report.get("fit_psnr")
+    coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
+    weights, maps = anchor.weights, None
+    for t in range(1, count):
+        residual = {name: (targets[t][name].detach() - weights[name].to(device)) for name in weights}
+        if spec.kind == "dct":
+            values = {name: to_coefficients(r.double()).float() * masks[t - 1][name] for name, r in residual.items()}
+        else:
+            values = {name: r * masks[t - 1][name] for name, r in residual.items()}
+        step, weights, maps = _code_step(net, values, {k: v.to(device) for k, v in weights.items()},
+                                         frames[t:t + 1], spec.kind, settings, maps)
+        step.facts["open_gates"] = int(sum(int(m.sum()) for m in masks[t - 1].values()))
+        coded.append(step)
+    return coded
+
+
+SCHEDULES = {"two-stage": two_stage, "single-stage": single_stage}
+
+
+def joint_steps_for(frames: int, step_steps: int, frame_batch: int) -> int:
+    """Joint iterations giving about as many frame evaluations as two-stage's per-frame fits."""
+    return max(1, math.ceil(step_steps * max(frames - 1, 1) / max(frame_batch, 1)))
