@@ -103,7 +103,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
                 pred = forward_with(net, update.weights(train=True, generator=generator))
                 err = torch.mean((pred - target) ** 2)
                 loss = err + spec.lam * update.penalty()
-                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()))
+                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": update.open_count()})
 
             report = fit(update.param_groups(), closure, settings.fit, label=f"frame {t}")
             step, weights, maps = _code_step(net, update.coded_values(), update.base(), target, spec.kind,
