@@ -33,14 +33,15 @@ CRFS = [18, 23, 28, 33, 38]
 
 
 def jobs(model: dict[str, str]) -> list[tuple[str, dict]]:
-    out = []
-    for update in ("l0", "dct", "dense"):
-        for schedule in ("two-stage", "single-stage"):
-            for lam, q_lambda in RATE_POINTS:
+    """x264 and x265 first (fast), then one rate point of every variant at a time, so a run
+    stopped early still compares every variant."""
+    out = [(codec, {"crf": crf}) for codec in ("x264", "x265") for crf in CRFS]
+    for point in (1, 2, 0, 3):
+        lam, q_lambda = RATE_POINTS[point]
+        for update in ("l0", "dct", "dense"):
+            for schedule in ("two-stage", "single-stage"):
                 out.append((f"ws-{update}-{schedule}", {"update": update, "schedule": schedule, "lam": lam,
                                                          "q_lambda": q_lambda, **model}))
-    for codec in ("x264", "x265"):
-        out.extend((codec, {"crf": crf}) for crf in CRFS)
     return out
 
 

@@ -188,6 +188,48 @@ def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `
         out.print(_result_table(result))
 
 
+@app.command("run")
+@handled
+def run_protocol_command(
+        protocol: Annotated[Path, typer.Argument(help="protocol file (TOML; schema in protocols/README.md)")],
+        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<protocol name>)")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="continue a run in --out: skip its finished jobs")] = False,
+        jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="jobs at a time (local default 1; ray default: the cluster's CPUs)")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
+        data_root: Annotated[Path | None, typer.Option("--data-root", help="folder holding the datasets' roots (UVG, MCL-JCV, VTL)")] = None,
+        profile: Annotated[str | None, typer.Option("--profile", help="apply the protocol's profiles.NAME read options, e.g. cpu")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit; run nothing")] = False,
+        no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False) -> None:
+    """Run every job of PROTOCOL (resumable), record results in OUT/results.sqlite, write OUT/report/."""
+    from weightstep.experiments import expand, load_protocol, plan_lines, run_protocol
+
+    spec = load_protocol(protocol, profile=profile, data_root=data_root)
+    if dry_run:
+        for line in plan_lines(expand(spec)):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    def echo(text: str) -> None:
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    summary = run_protocol(spec, out_dir or Path("runs") / spec.name, resume=resume, jobs=jobs, executor=executor,
+                           echo=echo, report=not no_report, command=" ".join(sys.argv))
+    out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+@handled
+def report_command(
+        run_dir: Annotated[Path, typer.Argument(help="a directory written by `weightstep run`")],
+        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="where to write (default RUN_DIR/report)")] = None) -> None:
+    """Write summary.md, report.html, results.csv and figures/ from RUN_DIR's results database."""
+    from weightstep.experiments import build_report
+
+    files = build_report(run_dir, out_dir)
+    out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv and "
+              f"{sum(1 for f in files.files if f.suffix == '.png')} figures", markup=False, highlight=False,
+              soft_wrap=True)
+
+
 def main() -> None:
     app()
 

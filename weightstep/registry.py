@@ -18,6 +18,9 @@ _CODECS: dict[str, str] = {
     "x265": "baselines.conventional:X265",
     "svtav1": "baselines.conventional:SvtAv1",
     "vp9": "baselines.conventional:Vp9",
+    "full-mlp": "baselines.full_mlp:FullMlpCodec",
+    "full-cnn": "baselines.full_cnn:FullCnnCodec",
+    "nerv": "baselines.nerv:NervCodec",
 }
 
 

@@ -26,7 +26,9 @@ def identify(data: bytes) -> tuple[Codec, Any]:
 
     if data[: len(MAGIC)] == MAGIC:
         container = Container.from_bytes(data)
-        codec = registry.create(container.codec, container.header.get("config", {}))
+        # the file's settings, except where to compute: decode on this machine's default device
+        settings = {k: v for k, v in container.header.get("config", {}).items() if k != "device"}
+        codec = registry.create(container.codec, settings)
         return codec, container
     if len(data) < 16:
         raise BitstreamError("not a weightstep or video file (too short)")

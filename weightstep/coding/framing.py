@@ -43,3 +43,8 @@ class ByteReader:
                     break
                 return value
         raise BitstreamError(f"{self.what}: malformed {field}")
+
+    def rest(self) -> bytes:
+        """Everything not read yet (the reader is then at the end)."""
+        chunk, self.pos = self.data[self.pos:], len(self.data)
+        return chunk

@@ -35,6 +35,7 @@ from torch import nn
 from weightstep.config import param, validate
 from weightstep.errors import ConfigError
 from weightstep.inr.losses import LOSSES, psnr_from_mse, reconstruction_loss
+from weightstep.progress import enabled as progress_enabled
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}"))
     console = Console(stderr=True)
-    progress = progress and (console.is_terminal or console.is_jupyter)  # no bar in log files
+    progress = progress and progress_enabled() and (console.is_terminal or console.is_jupyter)  # no bar in logs
     bar = Progress(*columns, console=console, transient=True, disable=not progress)
     start = time.perf_counter()
     with bar:

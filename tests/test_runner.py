@@ -1,0 +1,287 @@
+"""The runner: grid expansion, stable job keys, recorded runs, failures that do not stop a run, resume."""
+
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from weightstep import registry
+from weightstep.cli import app
+from weightstep.codecs import harness
+from weightstep.codecs.base import Codec
+from weightstep.config import param
+from weightstep.errors import InputError, UnavailableError
+from weightstep.experiments import executors, expand, job_key, parse_protocol, run_protocol
+from weightstep.experiments.jobs import read_options
+from weightstep.experiments.store import Store
+from weightstep.video import open_video
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    level: int = param(1, "a parameter", low=0, high=9)
+    seed: int = param(0, "seeded, so protocol seeds multiply its jobs", low=0)
+
+
+class FailingCodec(Codec):
+    name = "failing"
+    Config = FakeConfig
+    summary = "always raises (tests)"
+
+    def encode(self, video):
+        raise RuntimeError("boom: this codec always fails")
+
+    def decode(self, data):  # pragma: no cover - never reached
+        raise AssertionError
+
+
+class AbsentCodec(FailingCodec):
+    name = "absent"
+
+    def availability(self):
+        return "no checkpoint at /nowhere/model.pth"
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    monkeypatch.setitem(registry._CODECS, "failing", f"{__name__}:FailingCodec")
+    monkeypatch.setitem(registry._CODECS, "absent", f"{__name__}:AbsentCodec")
+
+
+def make_protocol(techniques: str, *, videos='["synthetic:testsrc2"]', frames="3", seeds="[0]", name="t",
+                  anchor="H.264", extra=""):
+    text = f"""
+name = "{name}"
+seeds = {seeds}
+anchor = "{anchor}"
+{extra}
+[[datasets]]
+name = "synth"
+videos = {videos}
+frames = {frames}
+width = 64
+height = 48
+""" + techniques
+    return parse_protocol(text, "test.toml")
+
+
+X264 = """
+[[techniques]]
+label = "H.264"
+codec = "x264"
+params = { preset = "ultrafast" }
+rate_points = [{ crf = 20 }, { crf = 27 }, { crf = 34 }, { crf = 41 }]
+"""
+X265 = X264.replace('"H.264"', '"H.265"').replace('"x264"', '"x265"')
+FAILING = """
+[[techniques]]
+label = "Failing"
+codec = "failing"
+rate_points = [{ level = 1 }, { level = 2 }]
+"""
+OTHERS = """
+[[techniques]]
+label = "Fixed seed"
+codec = "failing"
+params = { seed = 7 }
+rate_points = [{ level = 3 }]
+
+[[techniques]]
+label = "Absent"
+codec = "absent"
+
+[[techniques]]
+label = "DVC"
+codec = "dvc"
+rate_points = [{ lmbda = 256 }, { lmbda = 512 }]
+
+[[techniques]]
+label = "Typo"
+codec = "x264"
+rate_points = [{ crff = 20 }]
+"""
+
+
+def test_grid_expansion(fakes):
+    protocol = make_protocol(X264 + FAILING + OTHERS, videos='["synthetic:testsrc2", "synthetic:mandelbrot"]',
+                             frames="[3, 4]", seeds="[0, 1]")
+    plan = expand(protocol)
+    assert [v.label for v in plan.videos] == ["testsrc2@3f", "testsrc2@4f", "mandelbrot@3f", "mandelbrot@4f"]
+    per_clip = {"H.264": 4, "Failing": 2 * 2, "Fixed seed": 1, "Absent": 2, "DVC": 2, "Typo": 1}
+    assert len(plan.jobs) == 4 * sum(per_clip.values())
+    for technique, count in per_clip.items():
+        assert sum(j.technique == technique for j in plan.jobs) == 4 * count, technique
+    by = {}
+    for job in plan.jobs:
+        by.setdefault(job.technique, job)  # each technique's first job
+    assert by["H.264"].seed is None and by["H.264"].config["crf"] == 20.0 and by["H.264"].status == "todo"
+    assert {j.seed for j in plan.jobs if j.technique == "Failing"} == {0, 1}
+    assert {j.seed for j in plan.jobs if j.technique == "Fixed seed"} == {7}
+    assert by["Absent"].status == "skipped" and "no checkpoint at /nowhere/model.pth" in by["Absent"].reason
+    assert by["DVC"].status == "skipped" and "not registered" in by["DVC"].reason
+    assert by["Typo"].status == "failed" and "unknown parameter 'crff'" in by["Typo"].reason
+    assert len({j.key for j in plan.jobs}) == len(plan.jobs)
+    assert by["H.264"].video == "synthetic:testsrc2?frames=3&synthetic_width=64&synthetic_height=48"
+
+
+def test_job_keys_are_stable_and_change_with_any_input():
+    pinned = job_key("x264", {"crf": 23.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:testsrc2", None)
+    assert pinned == job_key("x264", {"preset": "medium", "crf": 23.0}, {"encoder": "libx264"}, "synthetic:testsrc2",
+                             None)  # key order does not matter
+    changed = [job_key("x264", {"crf": 24.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:testsrc2", None),
+               job_key("x264", {"crf": 23.0, "preset": "slow"}, {"encoder": "libx264"}, "synthetic:testsrc2", None),
+               job_key("x265", {"crf": 23.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:testsrc2", None),
+               job_key("x264", {"crf": 23.0, "preset": "medium"}, {"encoder": "other"}, "synthetic:testsrc2", None),
+               job_key("x264", {"crf": 23.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:mandelbrot", None),
+               job_key("x264", {"crf": 23.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:testsrc2", 1)]
+    assert len({pinned, *changed}) == 7
+
+    first = {j.key for j in expand(make_protocol(X264)).jobs}
+    assert first == {j.key for j in expand(make_protocol(X264)).jobs}  # the same protocol, the same keys
+    renamed = make_protocol(X264.replace('"H.264"', '"AVC"'), anchor="AVC")
+    assert first == {j.key for j in expand(renamed).jobs}  # labels are not part of a key
+    slower = make_protocol(X264.replace("ultrafast", "veryfast"))
+    assert not first & {j.key for j in expand(slower).jobs}  # a fixed parameter changes every key
+    longer = make_protocol(X264, frames="4")
+    assert not first & {j.key for j in expand(longer).jobs}  # so does the input
+    one_more = make_protocol(X264.replace("{ crf = 41 }", "{ crf = 41 }, { crf = 45 }"))
+    assert first < {j.key for j in expand(one_more).jobs}  # new rate point: one new key, the rest kept
+
+
+def test_key_pinned_value():
+    """The canonical JSON and hash must not drift between versions, or every resume would start over."""
+    key = job_key("x264", {"crf": 23.0, "preset": "medium"}, {"encoder": "libx264"}, "synthetic:testsrc2", None)
+    import hashlib
+    import json
+
+    text = json.dumps({"key_version": 1, "codec": "x264", "config": {"crf": 23.0, "preset": "medium"},
+                       "config_built": True, "codec_info": {"encoder": "libx264"}, "video": "synthetic:testsrc2",
+                       "seed": None}, sort_keys=True, separators=(",", ":"))
+    assert key == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_run_records_everything_and_failing_jobs_do_not_stop_it(fakes, tmp_path):
+    protocol = make_protocol(FAILING + X264 + OTHERS)  # the failures come first
+    summary = run_protocol(protocol, tmp_path / "run", report=False)
+    assert summary.status == "finished"
+    assert (summary.done, summary.failed, summary.skipped) == (4, 2 + 1 + 1, 1 + 2)
+    with Store.open(tmp_path / "run") as store:
+        rows = {(r["technique"], r["rate_index"]): r for r in store.rows()}
+        run = store.latest_run()
+    failing = rows[("Failing", 0)]
+    assert failing["status"] == "failed" and "RuntimeError: boom" in failing["error"] and "Traceback" in failing["traceback"]
+    assert rows[("Absent", 0)]["status"] == "skipped" and "no checkpoint" in rows[("Absent", 0)]["error"]
+    assert rows[("DVC", 1)]["status"] == "skipped" and "not registered" in rows[("DVC", 1)]["error"]
+    assert rows[("Typo", 0)]["status"] == "failed" and "ConfigError" in rows[("Typo", 0)]["error"]
+    assert run["status"] == "finished" and run["git_commit"] and run["versions"]["torch"]
+    assert run["device"]["cpu_count"] >= 1 and run["seeds"] == [0] and run["protocol_text"] == protocol.text
+    assert run["executor"] == "local" and len(run["keys"]) == len(rows)
+    assert (tmp_path / "run" / "protocol.toml").read_text() == protocol.text
+
+    done = [r for r in rows.values() if r["status"] == "done"]
+    assert len(done) == 4
+    video = open_video(done[0]["spec"], read_options(done[0]["options"]))
+    for row in done:
+        path = tmp_path / "run" / row["bitstream"]
+        assert path.is_file() and path.suffix == ".mkv"
+        result = row["result"]
+        assert result["codec"] == "x264" and result["frames"] == 3 and result["file_bytes"] == path.stat().st_size
+        again = harness.evaluate(path.read_bytes(), video)  # the stored file decodes to what was measured
+        assert again.bytes == result["bytes"] and np.isclose(again.psnr_rgb, result["psnr_rgb"])
+        assert row["bpp"] == result["bpp"]
+
+
+def test_resume_after_a_simulated_kill(monkeypatch, tmp_path):
+    protocol = make_protocol(X264 + X265)
+    real = executors.execute_job
+    calls, kills = [], []
+
+    def killed_on_the_third(job, threads=None):
+        calls.append(job["key"])
+        if len(calls) == 3 and not kills:
+            kills.append(job["key"])
+            raise KeyboardInterrupt  # as Ctrl-C (or a kill) would, in the middle of the third job
+        return real(job, threads)
+
+    monkeypatch.setattr(executors, "execute_job", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(protocol, tmp_path / "run", report=False)
+    with Store.open(tmp_path / "run") as store:
+        assert sorted(store.statuses().values()) == ["done", "done"]
+        assert store.latest_run()["status"] == "interrupted"
+        first_done = set(store.statuses())
+
+    with pytest.raises(InputError, match="--resume"):
+        run_protocol(protocol, tmp_path / "run", report=False)
+
+    calls.clear()
+    summary = run_protocol(protocol, tmp_path / "run", resume=True, report=False)
+    assert (summary.reused, summary.done, summary.failed) == (2, 6, 0)
+    assert len(calls) == 6 and not first_done & set(calls)  # finished jobs were not run again
+    with Store.open(tmp_path / "run") as store:
+        assert list(store.statuses().values()).count("done") == 8
+        assert [r["status"] for r in store.runs()] == ["interrupted", "finished"]
+
+
+def test_parallel_jobs_in_worker_processes(tmp_path):
+    summary = run_protocol(make_protocol(X264), tmp_path / "run", jobs=2, report=False)
+    assert (summary.done, summary.failed) == (4, 0)
+    with Store.open(tmp_path / "run") as store:
+        run = store.latest_run()
+        rows = store.rows()
+    assert run["workers"] == 2 and run["threads_per_job"] >= 1
+    assert all((tmp_path / "run" / r["bitstream"]).is_file() for r in rows)
+
+
+def test_ray_executor_without_ray_is_unavailable(tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(UnavailableError, match="pip install ray"):
+            run_protocol(make_protocol(X264), tmp_path / "run", executor="ray", report=False)
+        assert not (tmp_path / "run").exists()
+    else:  # pragma: no cover
+        pytest.skip("ray is installed")
+
+
+def test_sequences_under_a_data_root_have_portable_identities(tmp_path):
+    root = tmp_path / "data" / "DS"
+    root.mkdir(parents=True)
+    frame = np.arange(64 * 48 + 2 * 32 * 24, dtype=np.uint8)
+    (root / "clip_64x48_25fps.yuv").write_bytes(np.tile(frame, 3).tobytes())
+    text = """
+[[datasets]]
+name = "ds"
+root = "DS"
+sequences = ["*.yuv", "missing_64x48.yuv"]
+frames = 2
+""" + X264
+    plan = expand(parse_protocol(text, "t.toml", data_root=tmp_path / "data"))
+    clip, missing = plan.videos
+    assert clip.label == "clip" and clip.identity == "data:DS/clip_64x48_25fps.yuv?frames=2" and clip.status == "todo"
+    assert missing.status == "failed" and "no such file" in missing.reason
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    moved = expand(parse_protocol(text, "t.toml", data_root=tmp_path / "moved"))
+    assert [j.key for j in moved.jobs] == [j.key for j in plan.jobs]
+
+    with pytest.raises(InputError, match="no clips to run"):
+        run_protocol(parse_protocol(text, "t.toml"), tmp_path / "run", report=False)
+
+
+def test_cli_run_resume_and_report(tmp_path):
+    proto = tmp_path / "p.toml"
+    proto.write_text(make_protocol(X264).text)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    first = runner.invoke(app, ["run", str(proto), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "4 done now" in first.stdout and (out / "report" / "summary.md").is_file()
+    again = runner.invoke(app, ["run", str(proto), "--out", str(out)])
+    assert again.exit_code == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    resumed = runner.invoke(app, ["run", str(proto), "--out", str(out), "--resume", "--no-report"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "0 done now, 4 done before" in resumed.stdout
+    dry = runner.invoke(app, ["run", str(proto), "--out", str(out), "--dry-run"])
+    assert dry.exit_code == 0 and "4 jobs" in dry.stdout

@@ -1,0 +1,310 @@
+"""The resumable runner: plan a protocol's jobs, run those not yet done, record every outcome.
+
+The driver (this module) is the only writer of the run directory: ``results.sqlite``, the
+bitstreams under ``bitstreams/``, ``protocol.toml`` (the text of the latest run) and the
+report under ``report/``. Each finished job is committed on its own, after its bitstream is
+on disk, so a killed run loses only the jobs in flight; ``resume=True`` then skips every job
+whose key is already ``done`` and runs the rest (failed and skipped jobs are tried again:
+their cause may have been fixed).
+
+Every run records the git commit (and whether the tree had uncommitted changes), package
+versions, the machine, the executor and the seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightstep.errors import ConfigError, InputError
+from weightstep.experiments.executors import make_executor
+from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, TODO, Job, Plan, expand
+from weightstep.experiments.protocol import Protocol
+from weightstep.experiments.report import write_file
+from weightstep.experiments.store import Store
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    """What one invocation did."""
+
+    run_dir: Path
+    run_id: int
+    status: str  # 'finished' or 'interrupted'
+    planned: int  # jobs in the protocol's grid
+    reused: int  # already done before this invocation (resume)
+    done: int  # finished now
+    failed: int
+    skipped: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    reasons: list[tuple[str, str, str]] = field(default_factory=list)  # (technique, status, reason)
+    report_dir: Path | None = None
+
+    def line(self) -> str:
+        text = (f"{self.run_dir}: {self.planned} jobs: {self.done} done now, {self.reused} done before, "
+                f"{self.failed} failed, {self.skipped} skipped ({self.seconds:.0f} s)")
+        if self.report_dir is not None:
+            text += f"; report: {self.report_dir / 'summary.md'}"
+        return text
+
+
+# what a run records -------------------------------------------------------------------------------
+
+def git_info(path: str | os.PathLike | None = None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the git work tree holding ``path`` (default: this package); ('unknown', None) if none."""
+    where = str(path or Path(__file__).resolve().parents[2])
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return commit or "unknown", bool(status.strip())
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine the driver runs on (no host name: reports get committed)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_model(),
+                            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = bool(torch.cuda.is_available())
+        if info["cuda"]:
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover - torch is a dependency
+        info["cuda"] = False
+    return info
+
+
+def protocol_meta(plan: Plan) -> dict[str, Any]:
+    """What reports need to know about the protocol, stored with the run."""
+    p = plan.protocol
+    return {
+        "name": p.name, "description": p.description, "anchor": p.anchor, "metrics": list(p.metrics),
+        "bd_interpolation": p.bd_interpolation, "seeds": list(p.seeds), "profile": p.profile,
+        "techniques": [{"label": t.label, "codec": t.codec, "params": dict(t.params or {}),
+                        "rate_points": [dict(r) for r in t.rate_points], "description": t.description}
+                       for t in p.techniques],
+        "datasets": [d.name for d in p.datasets],
+        "videos": [{"dataset": v.dataset, "label": v.label, "identity": v.identity, "width": v.width,
+                    "height": v.height, "frames": v.frames, "status": v.status, "reason": v.reason}
+                   for v in plan.videos],
+        "notes": list(plan.notes),
+    }
+
+
+# the run ------------------------------------------------------------------------------------------
+
+@contextmanager
+def _locked(run_dir: Path):
+    """Only one driver per run directory (the store has one writer)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{run_dir}: another `weightstep run` is using this run directory") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _job_line(job: Job, outcome: dict[str, Any]) -> str:
+    point = " ".join(f"{k}={v}" for k, v in job.rate_point.items()) or "defaults"
+    where = f"{job.technique} | {job.dataset}/{job.video_label} | {point}"
+    if job.seed is not None:
+        where += f" | seed {job.seed}"
+    status = outcome["status"]
+    if status == DONE:
+        r = outcome["result"]
+        return (f"done     {where} | {r['bpp']:.4f} bpp  {r['psnr_rgb']:.2f} dB  MS-SSIM {r['ms_ssim']:.4f}  "
+                f"enc {r['encode_s']:.1f} s  dec {r['decode_s']:.1f} s")
+    error = (outcome.get("error") or "").splitlines()[0] if outcome.get("error") else ""
+    if len(error) > 200:
+        error = error[:197] + "..."
+    return f"{status:<8} {where} | {error}"
+
+
+def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
+    """Human lines describing a plan: counts, notes, why jobs are skipped or fail before running."""
+    done_keys = done_keys or set()
+    todo = sum(1 for j in plan.jobs if j.status == TODO and j.key not in done_keys)
+    reused = sum(1 for j in plan.jobs if j.key in done_keys)
+    lines = [f"{plan.protocol.name}: {len(plan.videos)} clips, {len(plan.protocol.techniques)} techniques, "
+             f"{len(plan.jobs)} jobs: {todo} to run, {reused} already done, {plan.count(SKIPPED)} skipped, "
+             f"{plan.count(FAILED)} failing before they start"]
+    lines += [f"note: {note}" for note in plan.notes]
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for technique, status, reason in plan.reasons():
+        names = grouped.setdefault((status, reason), [])
+        if technique not in names:
+            names.append(technique)
+    for (status, reason), techniques in grouped.items():
+        lines.append(f"{status}: {', '.join(techniques)}: {reason}")
+    if not plan.jobs:  # no clips, so no job says it: check the techniques on their own
+        from weightstep.experiments.protocol import check_parameters
+
+        for problem in check_parameters(plan.protocol):
+            where = "" if problem.rate_index is None else f" (rate point {problem.rate_index})"
+            lines.append(f"{problem.kind}: {problem.technique}{where}: {problem.message}")
+    return lines
+
+
+def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool = False, jobs: int | None = None,
+                 executor: str = "local", echo: Echo | None = None, report: bool = True,
+                 command: str | None = None) -> RunSummary:
+    """Run ``protocol`` into ``out_dir`` and (``report``) write the report; returns what was done.
+
+    Raises InputError when ``out_dir`` already holds a run and ``resume`` is false, and
+    ConfigError when resuming a directory that holds another protocol's run.
+    """
+    from weightstep.progress import enabled
+    from weightstep.versions import versions
+
+    run_dir = Path(out_dir)
+    start_clock = time.perf_counter()
+    runner = make_executor(executor, jobs, cpus_per_job=protocol.resources.cpus_per_job,
+                           gpus_per_job=protocol.resources.gpus_per_job)
+    plan = expand(protocol)
+    if not plan.jobs:
+        raise InputError(f"{protocol.path}: no clips to run: " + ("; ".join(plan.notes) or "no videos"))
+    store = Store.create(run_dir)
+    try:
+        with _locked(run_dir):
+            previous = store.latest_run()
+            if previous is not None and not resume:
+                raise InputError(f"{run_dir} already holds a run of {previous['protocol_name']!r} ({store.count()} "
+                                 "jobs recorded); pass --resume to continue it, or choose another --out")
+            if previous is not None and previous["protocol_name"] != protocol.name:
+                raise ConfigError(f"{run_dir} holds a run of protocol {previous['protocol_name']!r}, not "
+                                  f"{protocol.name!r}; choose another --out")
+            statuses = store.statuses()
+            done_keys = {k for k, s in statuses.items() if s == DONE}
+            commit, dirty = git_info()
+            facts = runner.describe()
+            run_id = store.begin_run({
+                "protocol_name": protocol.name, "protocol_path": protocol.path, "protocol_text": protocol.text,
+                "profile": protocol.profile, "git_commit": commit,
+                "git_dirty": None if dirty is None else int(dirty), "versions": versions(),
+                "device": machine_info(), "seeds": list(protocol.seeds), "executor": facts["executor"],
+                "workers": facts.get("workers"), "threads_per_job": facts.get("threads_per_job"),
+                "command": command or " ".join(sys.argv), "meta": protocol_meta(plan),
+                "keys": [j.key for j in plan.jobs]})
+            write_file(run_dir / "protocol.toml", protocol.text.encode("utf-8"))
+            return _execute(store, run_id, plan, runner, done_keys, echo, report, run_dir, start_clock, enabled())
+    finally:
+        store.close()
+
+
+def _progress(show: bool):
+    """The run's display on stderr: jobs done, failed, skipped and left, elapsed time and ETA.
+
+    Its console decides now whether stderr is a terminal: jobs run with TTY_COMPATIBLE=0 so that
+    the bars of codecs' own fitting loops stay hidden, and that must not hide this one.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    console = Console(stderr=True, force_terminal=console.is_terminal)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, disable=not show)
+
+
+def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str], echo: Echo | None,
+             report: bool, run_dir: Path, start_clock: float, show: bool) -> RunSummary:
+    counts = {DONE: 0, FAILED: 0, SKIPPED: 0}
+    reused = 0
+    todo: list[Job] = []
+    for job in plan.jobs:
+        if job.key in done_keys:
+            reused += 1
+        elif job.status != TODO:
+            store.record(job, job.status, run_id, error=job.reason)
+            counts[job.status] += 1
+        else:
+            todo.append(job)
+    for line in plan_lines(plan, done_keys):
+        if echo is not None:
+            echo(line)
+    status = "interrupted"
+    progress = _progress(show)
+    say = (lambda text: progress.console.print(text, markup=False, highlight=False)) if show else echo
+    try:
+        with progress:
+            task = progress.add_task(plan.protocol.name, total=len(todo), status="")
+
+            def show_counts() -> None:
+                left = len(todo) - int(progress.tasks[0].completed)
+                progress.update(task, status=f"done {counts[DONE]}  failed {counts[FAILED]}  "
+                                              f"skipped {counts[SKIPPED]}  left {left}")
+
+            show_counts()
+            for job, outcome in runner.execute(todo):
+                bitstream = None
+                if outcome["status"] == DONE and outcome.get("data") is not None:
+                    bitstream = job.bitstream_name()
+                    target = run_dir / bitstream
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    write_file(target, outcome["data"])
+                store.record(job, outcome["status"], run_id, result=outcome.get("result"), bitstream=bitstream,
+                             error=outcome.get("error"), traceback=outcome.get("traceback"),
+                             started=outcome.get("started"), finished=outcome.get("finished"),
+                             wall_s=outcome.get("wall_s"))
+                counts[outcome["status"]] += 1
+                progress.advance(task)
+                show_counts()
+                if say is not None:
+                    say(_job_line(job, outcome))
+        status = "finished"
+    finally:
+        store.finish_run(run_id, status, {**counts, "reused": reused, "planned": len(plan.jobs)})
+    summary = RunSummary(run_dir=run_dir, run_id=run_id, status=status, planned=len(plan.jobs), reused=reused,
+                         done=counts[DONE], failed=counts[FAILED], skipped=counts[SKIPPED],
+                         seconds=time.perf_counter() - start_clock, notes=list(plan.notes), reasons=plan.reasons())
+    if report:
+        from weightstep.experiments.report import build_report
+
+        summary.report_dir = build_report(run_dir).out_dir
+    return summary
+
+
+__all__ = ["RunSummary", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
