@@ -8,6 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
+from clips import moving_clip
 from typer.testing import CliRunner
 
 from baselines.full_cnn import frame_noise
@@ -25,7 +26,6 @@ from weightstep.codecs import harness
 from weightstep.codecs.netcoding import parameter_shapes
 from weightstep.coding.container import Container
 from weightstep.errors import BitstreamError
-from weightstep.video import Video
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "result.schema.json").read_text())
 
@@ -33,17 +33,6 @@ QUICK = {
     "full-mlp": {"width": "24", "depth": "2", "epochs": "30", "batch": "512", "lr": "3e-3", "device": "cpu"},
     "full-cnn": {"dip_channels": "8", "dip_levels": "2", "epochs": "40", "lr": "1e-2", "device": "cpu"},
 }
-
-
-def moving_clip(frames=4, size=32):
-    """Smooth gradients and a soft disc that moves across the frame: learnable in a few epochs."""
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    out = []
-    for t in range(frames):
-        s = t / max(frames - 1, 1)
-        disc = 1.0 / (1.0 + np.exp(((xx - 0.3 - 0.3 * s) ** 2 + (yy - 0.4) ** 2 - 0.06) * 80))
-        out.append(np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy * disc, 0.8 - 0.6 * xx * yy]))
-    return Video(identity="test:moving", fps=25.0, rgb_frames=np.asarray(out, dtype=np.float32))
 
 
 def mean_colour_psnr(video):

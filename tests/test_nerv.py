@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from clips import moving_clip
 
 from baselines.nerv_model import FACTORS, NervNet, channel_plan, plan_upscale, positional_encoding
 from baselines.prune import decode_network, prunable_names
@@ -13,22 +14,11 @@ from weightstep.codecs import harness
 from weightstep.codecs.netcoding import parameter_shapes
 from weightstep.coding.container import Container
 from weightstep.errors import BitstreamError
-from weightstep.video import Video
 
 SIZES = [(176, 144), (640, 272), (1920, 1080), (32, 32), (36, 20), (7, 3), (1, 1), (33, 17), (1280, 720)]
 
 QUICK = {"channels": "16", "min_channels": "8", "stem_hidden": "16", "epochs": "60", "lr": "1e-2",
          "finetune_epochs": "5", "prune": "0.4", "device": "cpu"}
-
-
-def moving_clip(frames=4, size=32):
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    out = []
-    for t in range(frames):
-        s = t / max(frames - 1, 1)
-        disc = 1.0 / (1.0 + np.exp(((xx - 0.3 - 0.3 * s) ** 2 + (yy - 0.4) ** 2 - 0.06) * 80))
-        out.append(np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy * disc, 0.8 - 0.6 * xx * yy]))
-    return Video(identity="test:moving", fps=25.0, rgb_frames=np.asarray(out, dtype=np.float32))
 
 
 @pytest.mark.parametrize("width,height", SIZES)

@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from weightstep.inr.siren import (
+    CoordinateMLP,
     coordinate_grid,
     init_generator,
-    pixels_to_image,
-    query_chunked,
     uniform_,
 )
 
@@ -40,7 +39,7 @@ def fourier_matrix(num_features: int, in_features: int, sigma: float, seed: int)
     return torch.randn(num_features, in_features, generator=generator, dtype=torch.float32) * float(sigma)
 
 
-class FourierMLP(nn.Module):
+class FourierMLP(CoordinateMLP):
     """Fourier-feature image network: ``forward()`` returns the (1, 3, H, W) frame it encodes.
 
     ``in_features`` and ``chunk_size`` work as in :class:`~weightstep.inr.siren.Siren`
@@ -75,15 +74,3 @@ class FourierMLP(nn.Module):
         for layer in self.layers:
             h = self.activation(layer(h))
         return torch.sigmoid(self.output(h))
-
-    def query(self, coords: torch.Tensor) -> torch.Tensor:
-        """(N, in_features) coordinates in [0, 1] -> (N, 3) values in [0, 1]."""
-        return query_chunked(self._mlp, coords, self.chunk_size)
-
-    def forward(self) -> torch.Tensor:
-        if self.in_features != 2:
-            raise ValueError("forward() renders a frame only for 2-D coordinates; use query()")
-        return pixels_to_image(self.query(self.coords), self.height, self.width)
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())

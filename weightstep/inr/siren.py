@@ -64,7 +64,27 @@ def query_chunked(fn, coords: torch.Tensor, chunk_size: int | None) -> torch.Ten
     return torch.cat([fn(part) for part in coords.split(chunk_size)], dim=0)
 
 
-class Siren(nn.Module):
+class CoordinateMLP(nn.Module):
+    """What the coordinate networks share: chunked queries, frame rendering, parameter count.
+
+    Subclasses set ``coords`` (a buffer of the frame's pixel coordinates), ``height``, ``width``,
+    ``in_features``, ``chunk_size`` and implement ``_mlp(coords) -> (N, 3)``.
+    """
+
+    def query(self, coords: torch.Tensor) -> torch.Tensor:
+        """(N, in_features) coordinates (the subclass's range) -> (N, 3) values."""
+        return query_chunked(self._mlp, coords, self.chunk_size)
+
+    def forward(self) -> torch.Tensor:
+        if self.in_features != 2:
+            raise ValueError("forward() renders a frame only for 2-D coordinates; use query()")
+        return pixels_to_image(self.query(self.coords), self.height, self.width)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Siren(CoordinateMLP):
     """SIREN image network: ``forward()`` returns the (1, 3, H, W) frame it encodes.
 
     ``in_features`` > 2 builds the same MLP for other coordinate spaces (e.g. (x, y, t) for a
@@ -100,14 +120,3 @@ class Siren(nn.Module):
             h = torch.sin(omega * layer(h))
         return 0.5 + 0.5 * self.output(h)
 
-    def query(self, coords: torch.Tensor) -> torch.Tensor:
-        """(N, in_features) coordinates in [-1, 1] -> (N, 3) values in roughly [0, 1]."""
-        return query_chunked(self._mlp, coords, self.chunk_size)
-
-    def forward(self) -> torch.Tensor:
-        if self.in_features != 2:
-            raise ValueError("forward() renders a frame only for 2-D coordinates; use query()")
-        return pixels_to_image(self.query(self.coords), self.height, self.width)
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
