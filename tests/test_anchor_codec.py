@@ -14,9 +14,11 @@ from weightstep.errors import BitstreamError
 from weightstep.inr import FitConfig, fit_image
 from weightstep.video import Video
 
-QUICK = {"siren": {"width": "24", "depth": "2", "anchor_steps": "80", "anchor_lr": "5e-3"},
-         "fourier": {"width": "24", "depth": "2", "fourier_features": "32", "fourier_sigma": "3", "anchor_steps": "80"},
-         "dip": {"dip_channels": "8", "dip_levels": "2", "anchor_steps": "80"}}
+QUICK = {"siren": {"inr": "siren", "width": "24", "depth": "2", "anchor_steps": "80", "anchor_lr": "5e-3"},
+         "fourier": {"inr": "fourier", "width": "24", "depth": "2", "fourier_features": "32", "fourier_sigma": "3",
+                     "anchor_steps": "80"},
+         "dip": {"inr": "dip", "dip_channels": "8", "dip_levels": "2", "anchor_steps": "80"},
+         "grid": {"inr": "grid", "grid_levels": "4", "grid_hidden": "8", "anchor_steps": "150", "lambda": "1e-5"}}
 
 
 def smooth_frame(size=32):
@@ -37,9 +39,9 @@ def frame():
     return smooth_frame()
 
 
-@pytest.mark.parametrize("inr", ["siren", "fourier", "dip"])
+@pytest.mark.parametrize("inr", ["siren", "fourier", "dip", "grid"])
 def test_decode_reproduces_the_encoder_reconstruction_exactly(inr, frame, tmp_path):
-    codec = registry.create("weightstep", {"inr": inr, "device": "cpu", **QUICK[inr]})
+    codec = registry.create("weightstep", {"device": "cpu", **QUICK[inr]})
     result = harness.run(codec, frame, tmp_path / "a.wsv")
     decoded = codec.decode((tmp_path / "a.wsv").read_bytes())
     assert np.array_equal(decoded.rgb()[0], codec.reconstruction[0].numpy())
