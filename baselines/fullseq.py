@@ -9,7 +9,7 @@ module runs the rest the same way for all of them:
    ``time_budget`` (see :func:`plan_steps`), Rich progress with PSNR;
 2. optionally prune (global magnitude, :mod:`baselines.prune`) and fine-tune with the
    pruned weights held at zero for ``finetune_epochs``;
-3. quantise with the shared rate-distortion step search (MSE + ``q_lambda`` * bpp, bpp over
+3. quantise with the shared rate-distortion step search (MSE + ``lambda`` * bpp, bpp over
    the whole clip) and entropy-code with constriction (:func:`baselines.prune.code_network`);
 4. render every frame from exactly the dequantised weights (closed loop: ``reconstruction``)
    and write the checked container (header: config, geometry, seeds; one ``NETW`` section).
@@ -89,9 +89,14 @@ def finetune_param(default: int) -> Any:
     return param(default, "epochs of fine-tuning after pruning, pruned weights held at zero", low=0, high=10**6)
 
 
-def q_lambda_param(default: float) -> Any:
-    return param(default, "rate weight of the quantisation step search: minimises MSE + q_lambda * bpp "
-                 "with the real coded bits (as for every weightstep codec)", low=0.0)
+LAMBDA_ALIASES = {"lambda": "lam", "q_lambda": "lam"}  # -p lambda=... (a Python keyword); q_lambda: old name
+
+
+def lambda_param(default: float) -> Any:
+    return param(default, "lambda, the one rate-distortion knob of every INR codec: the quantisation step "
+                 "search minimises MSE (on [0,1] RGB) + lambda * bpp with the real coded bits; about 1e-4 is "
+                 "a high rate, 1e-3 mid, 1e-2 low (alias: lambda; q_lambda, its old name, is accepted)",
+                 low=0.0, high=1e3)
 
 
 def per_channel_param() -> Any:
@@ -290,7 +295,7 @@ class FullSequenceCodec(Codec):
             return mse(self.render_frames(net, weights, probe_frames), probe_target)
 
         trained = {name: p.detach() for name, p in net.named_parameters()}
-        section, weights, coding = code_network(trained, distortion, cfg.q_lambda, frames * height * width,
+        section, weights, coding = code_network(trained, distortion, cfg.lam, frames * height * width,
                                                 cfg.per_channel, masks=masks)
         frames_out = self.render_frames(net, weights)
         self.reconstruction = frames_out

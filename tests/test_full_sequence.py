@@ -271,9 +271,9 @@ def test_codecs_are_listed_and_the_cli_round_trips_a_full_sequence_file(tmp_path
     listing = runner.invoke(app, ["codecs", "--json"])
     assert listing.exit_code == 0
     entries = {entry["name"]: entry for entry in json.loads(listing.stdout)}
-    for name, needed in {"full-mlp": {"width", "epochs", "time_budget", "prune", "q_lambda"},
-                         "full-cnn": {"dip_channels", "dip_skips", "epochs", "time_budget", "prune", "q_lambda"},
-                         "nerv": {"channels", "epochs", "time_budget", "prune", "q_lambda"}}.items():
+    for name, needed in {"full-mlp": {"width", "epochs", "time_budget", "prune", "lambda (lam)"},
+                         "full-cnn": {"dip_channels", "dip_skips", "epochs", "time_budget", "prune", "lambda (lam)"},
+                         "nerv": {"channels", "epochs", "time_budget", "prune", "lambda (lam)"}}.items():
         assert needed <= {p["name"] for p in entries[name]["parameters"]}
     out = tmp_path / "m.wsv"
     params = ["-p", "width=16", "-p", "depth=2", "-p", "epochs=2", "-p", "batch=1024", "-p", "device=cpu"]

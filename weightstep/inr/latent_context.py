@@ -32,7 +32,7 @@ Two paths, kept apart as in CompressAI:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -170,7 +170,3 @@ def coding_plan(context: LatentContext, shapes: list[tuple[int, int]],
     return grids  # type: ignore[return-value]
 
 
-def iter_levels(latents: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
-    """(level, flat values) of each grid."""
-    for level, grid in enumerate(latents):
-        yield level, grid.detach().reshape(-1)
