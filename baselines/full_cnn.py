@@ -51,7 +51,7 @@ from baselines.fullseq import (
 )
 from weightstep.config import param
 from weightstep.inr import DipNet, NetworkSpec, dip_noise
-from weightstep.inr.dip import NOISE_KINDS, UPSAMPLE_MODES
+from weightstep.inr.spec import NOISE_KINDS, UPSAMPLE_MODES
 from weightstep.inr.losses import LOSSES
 
 NOISE_SCHEMES = ("independent", "smooth")
