@@ -51,8 +51,8 @@ from baselines.fullseq import (
 )
 from weightstep.config import param
 from weightstep.inr import DipNet, NetworkSpec, dip_noise
-from weightstep.inr.spec import NOISE_KINDS, UPSAMPLE_MODES
 from weightstep.inr.losses import LOSSES
+from weightstep.inr.spec import NOISE_KINDS, UPSAMPLE_MODES
 
 NOISE_SCHEMES = ("independent", "smooth")
 _FIRST_FRAME_STREAM = 2  # noise streams 0 and 1 of the seed belong to DipNet (its own z, its init)
