@@ -1,7 +1,7 @@
 """Full-sequence baselines (full-mlp, full-cnn) and the pruning/sparse coding they share with NeRV."""
 
+import importlib
 import json
-import time
 from pathlib import Path
 
 import jsonschema
@@ -118,24 +118,40 @@ def test_fourier_mlp_round_trips(clip, tmp_path):
     assert result.psnr_rgb > mean_colour_psnr(clip) + 5  # measured 24.8 dB
 
 
-def test_time_budget_ends_training_early(clip):
+def test_time_budget_ends_training_early(clip, monkeypatch, fake_clock):
+    # an injected clock that reads 10 ms later each time: probing times each step at 10 ms, so a
+    # 0.3 s budget plans floor(0.85 * 0.3 / 0.01) = 25 steps however fast this machine is
+    import baselines.fullseq as fullseq
+
+    clock = fake_clock(per_call=0.01)
+    monkeypatch.setattr(fullseq, "time", clock)
+    monkeypatch.setattr(importlib.import_module("weightstep.inr.fit"), "time", clock)
     codec = registry.create("full-mlp", {**QUICK["full-mlp"], "epochs": "100000", "time_budget": "0.3"})
     encoded = codec.encode(clip)
     fit = encoded.extra["fit"]
-    assert fit["steps"] < 100000 * 8  # far fewer than the epochs ask for: the budget set the schedule
+    assert fit["planned_steps"] == 25 and fit["steps"] == 25 and fit["stopped_by"] == "steps"
     assert np.array_equal(codec.decode(encoded.data).rgb(), codec.reconstruction.numpy())
 
 
-def test_a_time_budget_plans_no_more_steps_than_fit_in_it():
+def test_a_time_budget_plans_no_more_steps_than_fit_in_it(monkeypatch, fake_clock):
+    import baselines.fullseq as fullseq
+
+    clock = fake_clock()
+    monkeypatch.setattr(fullseq, "time", clock)
     calls = []
+    step_s = 0.0625  # what one step takes on the injected clock (a binary fraction: exact sums)
 
     def probe():
         calls.append(1)
-        time.sleep(0.05)
+        clock.advance(step_s)
 
     assert plan_steps(1000, None, probe) == 1000 and not calls  # no budget: the epochs decide, no probing
-    assert 1 <= plan_steps(10**6, 1.0, probe) <= 17  # each step takes at least 0.05 s; 15 % is kept back
+    assert plan_steps(10**6, 1.0, probe) == 13  # floor(0.85 * 1.0 / 0.0625): 15 % is kept back
+    assert len(calls) == 1 + 3  # one warm-up, then the minimum of 3 timed probes (each over 3 % of 1 s)
     assert plan_steps(3, 100.0, probe) == 3  # the epochs stay a cap
+    calls.clear()
+    assert plan_steps(10**6, 64.0, probe) == 870  # floor(0.85 * 64 / 0.0625)
+    assert len(calls) == 1 + 7  # a long budget: probes continue to the maximum of 7 while under 3 % of it
     assert evenly_spaced(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29] and evenly_spaced(5, 0) == [0, 1, 2, 3, 4]
 
 
