@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from streams import container_layout
 from typer.testing import CliRunner
 
 from weightstep import registry
@@ -44,7 +45,10 @@ def test_decode_reproduces_the_encoder_reconstruction_exactly(inr, frame, tmp_pa
     decoded = codec.decode((tmp_path / "a.wsv").read_bytes())
     assert np.array_equal(decoded.rgb()[0], codec.reconstruction[0].numpy())
     assert result.bytes == result.file_bytes == (tmp_path / "a.wsv").stat().st_size
-    assert result.per_frame[0]["bits"] == 8 * result.bytes
+    layout = container_layout((tmp_path / "a.wsv").read_bytes())
+    assert layout.end == result.bytes and [tag for tag, _ in layout.sections] == ["ANCH"]
+    assert result.per_frame[0]["bits"] == 8 * (layout.preamble + layout.section_bytes(0))
+    assert result.extra["anchor"]["weight_bytes"] == layout.sections[0][1]
     anchor = result.extra["anchor"]
     assert anchor["parameters"] > 0 and anchor["coded_psnr"] == pytest.approx(result.psnr_rgb, abs=1e-3)
     assert result.psnr_rgb > mean_colour_psnr(frame) + 6  # measured 36.4 / 31.6 / 26.5 dB against 17.3 dB

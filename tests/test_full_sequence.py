@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from clips import moving_clip
+from streams import container_layout
 from typer.testing import CliRunner
 
 from baselines.full_cnn import frame_noise
@@ -67,7 +68,12 @@ def test_decode_equals_the_encoder_reconstruction(name, runs, clip):
     assert np.array_equal(fresh.rgb(), codec.reconstruction.numpy())
     assert result.bytes == result.file_bytes == len(data)
     assert result.bpp == pytest.approx(8 * len(data) / (4 * 32 * 32))
-    assert all(frame["bits"] is None for frame in result.per_frame)  # one network for all frames
+    # one network for all frames: no frame has bits of its own; the file is the header and one
+    # section, whose size (read from the file) is the weights' coded size the encoder reports
+    assert all(frame["bits"] is None for frame in result.per_frame)
+    layout = container_layout(data)
+    assert [tag for tag, _ in layout.sections] == ["NETW"] and layout.end == len(data)
+    assert result.extra["weight_bytes"] == layout.sections[0][1]
     assert result.extra["coded_psnr_clip"] > 0 and result.extra["parameters"] > 0
 
 

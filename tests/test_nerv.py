@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from clips import moving_clip
+from streams import container_layout
 
 from baselines.nerv_model import FACTORS, NervNet, channel_plan, plan_upscale, positional_encoding
 from baselines.prune import decode_network, prunable_names
@@ -96,7 +97,10 @@ def test_decode_equals_the_encoder_reconstruction(coded):
     codec, result, data = coded
     assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
     assert np.array_equal(harness.decode_bytes(data)[1].rgb(), codec.reconstruction.numpy())
-    assert result.bytes == len(data) and all(f["bits"] is None for f in result.per_frame)
+    assert result.bytes == len(data) and all(f["bits"] is None for f in result.per_frame)  # one network
+    layout = container_layout(data)  # read from the file, not from the encoder's record
+    assert [tag for tag, _ in layout.sections] == ["NETW"] and layout.end == len(data)
+    assert result.extra["weight_bytes"] == layout.sections[0][1]
     assert Container.from_bytes(data).header["upscale"] == {"factors": [2, 2, 2], "stem": [4, 4]}
 
 

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from streams import container_layout
 
 from weightstep import registry
 from weightstep.codecs import harness
@@ -35,14 +36,21 @@ def clip():
 
 @pytest.mark.parametrize("inr,update,schedule", list(itertools.product(
     ["siren", "fourier", "dip"], ["l0", "dct", "dense"], ["two-stage", "single-stage"])))
-def test_every_combination_round_trips_exactly(inr, update, schedule, clip):
+def test_every_combination_round_trips_exactly(inr, update, schedule, clip, tmp_path):
     codec = registry.create("weightstep", {"inr": inr, "update": update, "schedule": schedule,
                                            **TINY[inr], **FAST, "log_alpha_init": "0"})
-    result = harness.run(codec, clip)
-    decoded = codec.decode(codec.encode(clip).data)
+    result = harness.run(codec, clip, tmp_path / "c.wsv")
+    data = (tmp_path / "c.wsv").read_bytes()
+    decoded = codec.decode(data)
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.frames == 3 and len(result.extra["steps"]) == 2
-    assert sum(f["bits"] for f in result.per_frame) == 8 * result.bytes
+    # each frame's bits against the file itself: frame 0 carries the preamble (fixed fields and
+    # header JSON) and its anchor section; every later frame exactly its own section
+    layout = container_layout(data)
+    assert layout.end == len(data) == result.bytes
+    assert [tag for tag, _ in layout.sections] == [ANCHOR, STEP, STEP]
+    expected = [8 * (layout.preamble + layout.section_bytes(0))] + [8 * layout.section_bytes(i) for i in (1, 2)]
+    assert [f["bits"] for f in result.per_frame] == expected
     assert result.per_frame[0]["bits"] > result.per_frame[1]["bits"]  # the anchor is the expensive frame
 
 
@@ -61,6 +69,7 @@ def test_huge_lambda_changes_nothing_and_costs_only_framing(update, clip):
     result = harness.run(codec, clip)
     assert result.extra["changed_weights"][1:] == [0, 0]
     assert [f["bits"] for f in result.per_frame[1:]] == [8 * (1 + SECTION_FRAMING)] * 2
+    assert [length for _, length in container_layout(codec.encode(clip).data).sections[1:]] == [1, 1]
     frames = codec.reconstruction.numpy()
     assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[1], frames[2])
 
