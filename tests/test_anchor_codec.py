@@ -58,7 +58,8 @@ def test_a_fresh_codec_instance_decodes_the_same_frame(frame):
     params = {"device": "cpu", **QUICK["siren"]}
     encoder = registry.create("weightstep", params)
     data = encoder.encode(frame).data
-    other = harness.decode_bytes(data)[1]  # codec chosen and configured from the file alone
+    other = harness.decode_bytes(data, device="cpu")[1]  # configured from the file alone, on the CPU it
+    assert container_layout(data).header["encoded_on"] == "cpu"  # was encoded on: exact match promised
     assert np.array_equal(other.rgb()[0], encoder.reconstruction[0].numpy())
 
 

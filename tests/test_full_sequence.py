@@ -64,7 +64,10 @@ def test_decode_equals_the_encoder_reconstruction(name, runs, clip):
     decoded = codec.decode(data)
     assert decoded.rgb().shape == (4, 3, 32, 32)
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
-    fresh = harness.decode_bytes(data)[1]  # codec and its config rebuilt from the file alone
+    # codec and its config rebuilt from the file alone; an exact match is promised on the device
+    # kind the file was encoded on (its header says so), so the decoder is pinned to the CPU too
+    assert container_layout(data).header["encoded_on"] == "cpu"
+    fresh = harness.decode_bytes(data, device="cpu")[1]
     assert np.array_equal(fresh.rgb(), codec.reconstruction.numpy())
     assert result.bytes == result.file_bytes == len(data)
     assert result.bpp == pytest.approx(8 * len(data) / (4 * 32 * 32))
@@ -108,7 +111,7 @@ def test_cnn_with_independent_noise_and_no_skips_round_trips(clip, tmp_path):
     codec = registry.create("full-cnn", {**QUICK["full-cnn"], "epochs": "20", "noise": "independent",
                                          "dip_skips": "false"})
     result = harness.run(codec, clip, tmp_path / "c.wsv")
-    decoded = harness.decode_bytes((tmp_path / "c.wsv").read_bytes())[1]
+    decoded = harness.decode_bytes((tmp_path / "c.wsv").read_bytes(), device="cpu")[1]  # encoded on the CPU
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.psnr_rgb > mean_colour_psnr(clip) + 3
 
@@ -118,7 +121,7 @@ def test_fourier_mlp_round_trips(clip, tmp_path):
               "epochs": "20", "batch": "512", "device": "cpu"}
     codec = registry.create("full-mlp", params)
     result = harness.run(codec, clip, tmp_path / "f.wsv")
-    decoded = harness.decode_bytes((tmp_path / "f.wsv").read_bytes())[1]
+    decoded = harness.decode_bytes((tmp_path / "f.wsv").read_bytes(), device="cpu")[1]  # encoded on the CPU
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.extra["lr"] == 1e-2  # the Fourier MLP's own default rate
     assert result.psnr_rgb > mean_colour_psnr(clip) + 5  # measured 24.8 dB

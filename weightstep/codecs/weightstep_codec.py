@@ -18,7 +18,7 @@ from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import decode_weights, frames_to_numpy, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import param
-from weightstep.device import device_label, resolve_device
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError
 from weightstep.inr import FitConfig, NetworkSpec, build_network
 from weightstep.stepping.code import decode_update
@@ -149,7 +149,7 @@ class WeightStepCodec(Codec):
                               self._code_anchor, label=label)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
-                  "seeds": {"network": cfg.seed}}
+                  "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
         data = Container(codec=self.name, header=header, sections=sections).to_bytes()
         self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
