@@ -92,3 +92,19 @@ def test_a_cut_inside_a_step_section_is_refused(clip):
     for cut in (len(data) - 1, len(data) - len(sections[-1][1]) // 2, len(data) - len(sections[-1][1])):
         with pytest.raises(BitstreamError):
             codec.decode(data[:cut])
+
+
+def test_any_instance_decodes_a_file_by_the_files_own_config(clip):
+    # the file's header carries the whole config; a codec set up otherwise (defaults here: a
+    # 96-wide SIREN, l0, one GOP) must decode it as written, as the full-sequence codecs do
+    codec = registry.create("weightstep", {"inr": "fourier", "update": "dct", "gop": "2", **TINY["fourier"], **FAST})
+    data = codec.encode(clip).data
+    stranger = registry.create("weightstep", {"device": "cpu"})
+    assert np.array_equal(stranger.decode(data).rgb(), codec.reconstruction.numpy())
+    # a header whose config the codec refuses is a damaged stream, not a crash
+    container = Container.from_bytes(data)
+    bad = Container(codec=container.codec, header={**container.header, "config": {**container.header["config"],
+                                                                                  "width": -5}},
+                    sections=container.sections).to_bytes()
+    with pytest.raises(BitstreamError, match="invalid config"):
+        stranger.decode(bad)

@@ -165,6 +165,16 @@ class WeightStepCodec(Codec):
         header = container.header
         if container.codec != self.name or header.get("format") != FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
+        from weightstep.config import build
+        from weightstep.errors import ConfigError
+
+        try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
+            stored = {k: v for k, v in header["config"].items() if k != "device"}
+            cfg = build(WeightStepConfig, {**stored, "device": self.config.device}, where=f"{self.name} stream header")
+        except (ConfigError, TypeError, AttributeError) as exc:
+            raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
+        if cfg != self.config:
+            return type(self)(cfg).decode(data)
         width, height, frames = header["width"], header["height"], header["frames"]
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
