@@ -308,10 +308,10 @@ def test_codecs_are_listed_and_the_cli_round_trips_a_full_sequence_file(tmp_path
     record = json.loads(enc.stdout)
     jsonschema.validate(record, SCHEMA)
     assert record["codec"] == "full-mlp" and record["bytes"] == out.stat().st_size
-    dec = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m")])
+    dec = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--device", "cpu"])
     assert dec.exit_code == 0, dec.output
-    ev = runner.invoke(app, ["eval", str(out), *video, "--json"])
-    assert ev.exit_code == 0, ev.output
+    ev = runner.invoke(app, ["eval", str(out), *video, "--device", "cpu", "--json"])  # where it was encoded:
+    assert ev.exit_code == 0, ev.output  # the same frames, so the same PSNR
     assert json.loads(ev.stdout)["psnr_rgb"] == pytest.approx(record["psnr_rgb"])
     bad = runner.invoke(app, ["encode", *video, "--codec", "full-mlp", "-p", "widht=3", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "width" in bad.stderr
