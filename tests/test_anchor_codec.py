@@ -20,6 +20,12 @@ QUICK = {"siren": {"width": "24", "depth": "2", "anchor_steps": "80", "anchor_lr
          "dip": {"dip_channels": "8", "dip_levels": "2", "anchor_steps": "80"}}
 
 
+# Quality floors: mean - 3 sd of the coded PSNR over seeds 0-7 (measured: siren 32.87 +- 2.11 (29.6 to
+# 36.4), fourier 30.87 +- 1.90, dip 26.08 +- 1.82 dB). A tiny fit's quality moves that much with its
+# seed, so one seed cannot be held tighter here; tests/test_rd_pins.py pins seed-averaged figures.
+FLOORS = {"siren": 26.5, "fourier": 25.2, "dip": 20.6}
+
+
 def smooth_frame(size=32):
     """Gradients and a soft disc: the kind of content a tiny network can learn in a few dozen steps."""
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
@@ -51,7 +57,7 @@ def test_decode_reproduces_the_encoder_reconstruction_exactly(inr, frame, tmp_pa
     assert result.extra["anchor"]["weight_bytes"] == layout.sections[0][1]
     anchor = result.extra["anchor"]
     assert anchor["parameters"] > 0 and anchor["coded_psnr"] == pytest.approx(result.psnr_rgb, abs=1e-3)
-    assert result.psnr_rgb > mean_colour_psnr(frame) + 6  # measured 36.4 / 31.6 / 26.5 dB against 17.3 dB
+    assert result.psnr_rgb > FLOORS[inr] > mean_colour_psnr(frame) + 3  # the mean colour gives 17.3 dB
 
 
 def test_a_fresh_codec_instance_decodes_the_same_frame(frame):

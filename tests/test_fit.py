@@ -30,11 +30,14 @@ def synthetic_image(height: int = 32, width: int = 32, seed: int = 0) -> torch.T
     return image.unsqueeze(0)
 
 
-# kind -> (spec, lr, steps, PSNR floor in dB); floors sit ~3 dB below what was observed
+# kind -> (spec, lr, steps, PSNR floor in dB). Floors are the mean - 3 sd of the final PSNR over
+# network and fit seeds 0-7 (measured: siren 30.65 +- 0.89, fourier 28.60 +- 1.65, dip 28.91 +- 0.89
+# dB; seed 0 gives 31.60, 27.96, 27.81), so a change that only re-seeds these fits cannot fail them.
+# These say "it fits"; tests/test_rd_pins.py holds the tight, seed-averaged quality checks.
 CASES = {
-    "siren": (NetworkSpec("siren", width=32, depth=3), 3e-3, 40, 28.5),
-    "fourier": (NetworkSpec("fourier", width=64, depth=2, fourier_features=64), 1e-2, 40, 25.0),
-    "dip": (NetworkSpec("dip", dip_channels=16, dip_levels=3, dip_noise="normal"), 1e-2, 80, 24.5),
+    "siren": (NetworkSpec("siren", width=32, depth=3), 3e-3, 40, 28.0),
+    "fourier": (NetworkSpec("fourier", width=64, depth=2, fourier_features=64), 1e-2, 40, 23.6),
+    "dip": (NetworkSpec("dip", dip_channels=16, dip_levels=3, dip_noise="normal"), 1e-2, 80, 26.2),
 }
 
 

@@ -83,8 +83,10 @@ def test_decode_equals_the_encoder_reconstruction(name, runs, clip):
 @pytest.mark.parametrize("name", list(QUICK))
 def test_psnr_rises_above_a_floor_within_a_few_epochs(name, runs, clip):
     _, result, _ = runs[name]
-    # measured: full-mlp 39 dB, full-cnn 28 dB after these few epochs; the mean colour gives 17.3 dB
-    assert result.psnr_rgb > mean_colour_psnr(clip) + 6
+    # floors: mean - 3 sd over seeds 0-7 (measured: full-mlp 37.73 +- 2.53, full-cnn 27.33 +- 0.66 dB; seed 0
+    # gives 39.0 and 28.1); the mean colour gives 17.3 dB. tests/test_rd_pins.py holds the tight checks.
+    floor = {"full-mlp": 30.1, "full-cnn": 25.4}[name]
+    assert result.psnr_rgb > floor > mean_colour_psnr(clip) + 6
 
 
 def test_json_result_is_valid(runs):

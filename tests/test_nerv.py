@@ -109,7 +109,8 @@ def test_psnr_rises_above_a_floor_within_a_few_epochs(coded, clip):
     _, result, _ = coded
     rgb = clip.rgb()
     floor = 10 * np.log10(1.0 / np.mean((rgb - rgb.mean(axis=(0, 2, 3), keepdims=True)) ** 2))
-    assert result.psnr_rgb > floor + 6  # measured about 33 dB against 17.3 dB for the mean colour
+    # mean - 3 sd over seeds 0-7 (measured: 32.03 +- 1.91 dB; seed 0 gives 33.4); the mean colour gives 17.3 dB
+    assert result.psnr_rgb > 26.3 > floor + 6
 
 
 def test_pruning_removes_the_requested_fraction_and_survives_coding(coded):
