@@ -24,12 +24,17 @@ def test_golden_file_decodes_to_its_committed_frames(name):
     assert hashlib.md5(data).hexdigest() == entry["file_md5"], f"{entry['file']} itself changed on disk"
     codec, decoded = decode(data)
     assert codec.name == entry["codec"]
-    got = frame_digests(decoded)
+    got = frame_digests(decoded, entry["fragile"])  # a few values at a rounding edge left out: see golden.py
     differing = [t for t, (a, b) in enumerate(zip(got, entry["frames"], strict=False)) if a != b]
     assert len(got) == len(entry["frames"]) and not differing, (
         f"golden {entry['codec']} file {entry['file']} (format {entry['format']}) decodes to "
         f"{len(got)} frames, {len(differing)} of them unlike the committed md5s (frames {differing[:5]}); "
         "the format or decoder changed: keep old files decoding or bump the format version")
+
+
+def test_few_values_are_left_out_of_the_md5s():
+    for entry in ENTRIES.values():
+        assert len(entry["fragile"]) <= 0.02 * 3 * 16 * 16 * len(entry["frames"]), entry["file"]
 
 
 def test_every_codec_family_has_a_golden_file():
