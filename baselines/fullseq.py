@@ -49,7 +49,7 @@ from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, mse, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import build, param
-from weightstep.device import device_label, resolve_device
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError
 from weightstep.inr import FitConfig, FitReport, StepOutput, fit
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
@@ -303,7 +303,7 @@ class FullSequenceCodec(Codec):
         facts.update({"coding": coding, "weight_bytes": len(section), "coded_psnr_clip": psnr_from_mse(coded_mse)})
         header = {"config": dataclasses.asdict(cfg), "width": width, "height": height, "frames": frames,
                   "fps": float(video.fps), "bit_depth": 8, "format": self.FORMAT, "seeds": self.seeds(),
-                  **self.header_extra(net)}
+                  "encoded_on": stream_device(self.device), **self.header_extra(net)}
         data = Container(codec=self.name, header=header, sections=[(SECTION, section)]).to_bytes()
         facts.update(self.header_extra(net))
         return Encoded(data=data, per_frame_bits=[None] * frames, extra=facts)

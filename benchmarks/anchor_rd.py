@@ -1,7 +1,7 @@
 """Anchor networks as image codecs: RD curves, encode and decode time, BD-rate against x265 intra.
 
     python benchmarks/anchor_rd.py --out anchor_rd.jsonl [--frame carphone --frame bikes ...]
-        [--net grid --net siren ...] [--lambdas 3e-4 1e-3 3e-3 1e-2] [--threads 1]
+        [--net grid --net siren ...] [--lambdas 3e-4 ...] [--threads 1] [--markdown] [--report-only]
 
 For each frame (the first frame of a sample clip; bikes and bigbuckbunny area-downscaled to
 about 320 wide) and each network, codes the frame at every lambda (``D + lambda * bpp``) and
@@ -61,7 +61,8 @@ def main(out: Annotated[Path, typer.Option()] = Path("anchor_rd.jsonl"),
          frame: Annotated[list[str], typer.Option()] = ["carphone", "bikes", "bigbuckbunny"],  # noqa: B006
          net: Annotated[list[str], typer.Option()] = list(NETS),  # noqa: B006
          lambdas: Annotated[list[float], typer.Option()] = [3e-4, 1e-3, 3e-3, 1e-2],  # noqa: B006
-         anchor_steps: int | None = None, threads: int = 1, device: str = "cpu") -> None:
+         anchor_steps: int | None = None, threads: int = 1, device: str = "cpu",
+         markdown: bool = False, report_only: bool = False) -> None:
     torch.set_num_threads(threads)
     done = {}
     if out.exists():
@@ -80,50 +81,64 @@ def main(out: Annotated[Path, typer.Option()] = Path("anchor_rd.jsonl"),
                 jobs.append((label, params))
         for label, params in jobs:
             key = (name, label, json.dumps(params, sort_keys=True))
-            if key in done:
+            if key in done or report_only:
                 continue
             row = {"frame": name, **run_one(label, params, source)}
             with out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             done[key] = row
-        report([r for r in done.values() if r["frame"] == name], f"{name} frame 0 ({source.width}x{source.height})")
+        report([r for r in done.values() if r["frame"] == name], f"{name} frame 0 ({source.width}x{source.height})",
+               markdown)
 
 
-def _bd(console: Console, curves: dict[str, list[dict]], label: str, reference: str) -> None:
+def _bd(say, curves: dict[str, list[dict]], label: str, reference: str) -> None:
     ref, curve = curves.get(reference, []), curves.get(label, [])
     if len(ref) < 4 or len(curve) < 4:
         return
     try:
         value = bd_rate([r["bpp"] for r in ref], [r["psnr_rgb"] for r in ref],
                         [r["bpp"] for r in curve], [r["psnr_rgb"] for r in curve])
-        console.print(f"  BD-rate of {label} against {reference}: {value:+.1f} %")
+        say(f"BD-rate of {label} against {reference}: {value:+.1f} %")
     except MetricError as exc:
-        console.print(f"  BD-rate of {label} against {reference}: not defined ({exc})")
+        say(f"BD-rate of {label} against {reference}: not defined ({exc})")
 
 
-def report(rows: list[dict], title: str) -> None:
+COLUMNS = ("codec", "point", "bytes", "bpp", "fit dB", "coded dB", "fit-coded dB", "encode s", "decode ms",
+           "latents coded/ideal")
+
+
+def report(rows: list[dict], title: str, markdown: bool = False) -> None:
+    """One table per frame (Rich, or Markdown for the README) and the BD-rates below it."""
     console = Console(width=200)
     table = Table(title=title)
-    for column in ("codec", "point", "bytes", "bpp", "fit dB", "coded dB", "fit-coded dB", "encode s", "decode ms",
-                   "latents coded/ideal"):
+    for column in COLUMNS:
         table.add_column(column, justify="right")
+    lines = [f"{title}:", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     curves: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: (r["label"], r["bpp"])):
         curves.setdefault(row["label"], []).append(row)
         point = f"crf {row['params']['crf']}" if "crf" in row["params"] else f"λ {row['params']['lambda']:g}"
         fit = row.get("fit_psnr")
         ratio = (f"{row['latent_bytes'] / row['latent_ideal_bytes']:.4f}" if row.get("latent_ideal_bytes") else "-")
-        table.add_row(row["label"], point, str(row["bytes"]), f"{row['bpp']:.3f}", f"{fit:.2f}" if fit else "-",
-                      f"{row['psnr_rgb']:.2f}", f"{fit - row['psnr_rgb']:+.2f}" if fit else "-",
-                      f"{row['encode_s']:.1f}", f"{row['decode_ms']:.0f}", ratio)
-    console.print(table)
+        cells = (row["label"], point, str(row["bytes"]), f"{row['bpp']:.3f}", f"{fit:.2f}" if fit else "-",
+                 f"{row['psnr_rgb']:.2f}", f"{fit - row['psnr_rgb']:+.2f}" if fit else "-",
+                 f"{row['encode_s']:.1f}", f"{row['decode_ms']:.0f}", ratio)
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    if markdown:
+        print("\n".join(lines) + "\n")
+    else:
+        console.print(table)
+    say = print if markdown else (lambda text: console.print("  " + text))
     for label in sorted(curves):
         if label in ("x264", "x265"):
             continue
-        _bd(console, curves, label, "x265")
-        _bd(console, curves, label, "x264")
+        _bd(say, curves, label, "x265")
+        _bd(say, curves, label, "x264")
         if f"{label}-shared" in curves:
-            _bd(console, curves, label, f"{label}-shared")
+            _bd(say, curves, label, f"{label}-shared")
+    if markdown:
+        print()
 
 
 if __name__ == "__main__":

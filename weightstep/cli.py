@@ -34,6 +34,9 @@ Fps = Annotated[float | None, typer.Option("--fps", help="frame rate (raw .yuv, 
 BitDepth = Annotated[int | None, typer.Option("--bit-depth", help="8 or 10 for a raw .yuv")]
 Matrix = Annotated[str, typer.Option("--matrix", help="colour matrix for RGB: bt709 or bt601")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else there")]
+Device = Annotated[str, typer.Option("--device", help="where to decode our own (INR) files: auto (CUDA when "
+                                     "present), cpu, cuda or cuda:N; exact reproduction of the encoder's frames "
+                                     "needs the kind of device the file was encoded on (its header's encoded_on)")]
 
 
 def handled(func):
@@ -156,13 +159,14 @@ def encode(video: Annotated[str, typer.Argument(help="path, sample:NAME or synth
 @app.command()
 @handled
 def decode(bitstream: Annotated[Path, typer.Argument(help="a file written by `weightstep encode`")],
-           output: Annotated[Path, typer.Option("--output", "-o", help=".y4m, .yuv, .mkv (lossless) or a folder for PNGs")]) -> None:
+           output: Annotated[Path, typer.Option("--output", "-o", help=".y4m, .yuv, .mkv (lossless) or a folder for PNGs")],
+           device: Device = "auto") -> None:
     """Decode a bitstream and write the video."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
     from weightstep.video.writers import write_video
 
-    codec, decoded = harness.decode_bytes(read_bytes(bitstream))
+    codec, decoded = harness.decode_bytes(read_bytes(bitstream), device)
     write_video(decoded, output)
     err.print(f"{codec.name}: {decoded.frames} frames {decoded.width}x{decoded.height} -> {output}")
 
@@ -173,7 +177,7 @@ def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `
              video: Annotated[str, typer.Argument(help="the source it was made from")],
              frames: Frames = None, start: Start = 0, crop: Crop = None, downscale: Downscale = 1,
              width: Width = None, height: Height = None, fps: Fps = None, bit_depth: BitDepth = None,
-             matrix: Matrix = "bt709", as_json: Json = False) -> None:
+             matrix: Matrix = "bt709", device: Device = "auto", as_json: Json = False) -> None:
     """Decode BITSTREAM and measure it against VIDEO (read with the same options as at encode)."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
@@ -181,7 +185,7 @@ def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `
 
     data = read_bytes(bitstream)
     source = open_video(video, _read_options(start, frames, crop, downscale, width, height, fps, bit_depth, matrix))
-    result = harness.evaluate(data, source).to_dict()
+    result = harness.evaluate(data, source, device).to_dict()
     if as_json:
         _emit_json(result)
     else:

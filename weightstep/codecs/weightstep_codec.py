@@ -18,7 +18,7 @@ from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import param
-from weightstep.device import device_label, resolve_device
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError
 from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network
 from weightstep.stepping.code import decode_update
@@ -174,7 +174,7 @@ class WeightStepCodec(Codec):
                               self._code_anchor, label=label)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
-                  "seeds": {"network": cfg.seed}}
+                  "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
         data = Container(codec=self.name, header=header, sections=sections).to_bytes()
         self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
@@ -190,6 +190,16 @@ class WeightStepCodec(Codec):
         header = container.header
         if container.codec != self.name or header.get("format") != FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
+        from weightstep.config import build
+        from weightstep.errors import ConfigError
+
+        try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
+            stored = {k: v for k, v in header["config"].items() if k != "device"}
+            cfg = build(WeightStepConfig, {**stored, "device": self.config.device}, where=f"{self.name} stream header")
+        except (ConfigError, TypeError, AttributeError) as exc:
+            raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
+        if cfg != self.config:
+            return type(self)(cfg).decode(data)
         width, height, frames = header["width"], header["height"], header["frames"]
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
