@@ -141,12 +141,16 @@ class NeuralVideoCodec(Codec):
             raise BitstreamError(f"header matrix {matrix!r} is not one of {', '.join(MATRICES)}")
         if not isinstance(h.get("weights"), str):
             raise BitstreamError("header lacks the weights fingerprint")
-        groups = -(-n // self.config.gop)
+        groups = self.section_count(n)
         found = container.sections_tagged("GOP_")
         if len(found) != groups or len(container.sections) != groups:
             raise BitstreamError(f"expected {groups} GOP_ sections for {n} frames at GOP {self.config.gop}, "
                                  f"found {len(container.sections)} sections")
         return container, w, hgt, n, matrix
+
+    def section_count(self, frames: int) -> int:
+        """GOP_ sections a file of ``frames`` frames holds (one per group of ``gop`` frames)."""
+        return -(-frames // self.config.gop)
 
     def check_weights(self, container: Container, digest: str) -> None:
         if container.header["weights"] != digest:

@@ -33,7 +33,8 @@ class Trainer(Protocol):
 
     def architecture(self, preset: str) -> dict: ...
     def build(self, architecture: dict) -> nn.Module: ...
-    def loss(self, net: nn.Module, batch: torch.Tensor, lam: float, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, net: nn.Module, batch: torch.Tensor, lam: float,
+             rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def train(trainer: Trainer, inputs: list[str], out: str | Path, settings: TrainS
         if not out.is_file():
             raise InputError(f"--resume: no checkpoint at {out} to continue")
         record = read_record(out, trainer.kind)
-        if record.get("lambda") is None or float(record["lambda"]) != float(settings.lam):
+        if getattr(trainer, "uses_lambda", True) and record.get("lambda") is None or float(record["lambda"]) != float(settings.lam):
             raise ConfigError(f"--resume: {out} was trained at lambda {record.get('lambda')}, not {settings.lam:g}")
     elif out.exists():
         raise InputError(f"{out} exists: give --resume to continue it, or another output path")
@@ -114,7 +115,8 @@ def train(trainer: Trainer, inputs: list[str], out: str | Path, settings: TrainS
     started = time.perf_counter()
 
     def save() -> None:
-        save_record(make_record(trainer.kind, architecture, net.state_dict(), lam=settings.lam, steps=step, data=seen,
+        lam = settings.lam if getattr(trainer, "uses_lambda", True) else None
+        save_record(make_record(trainer.kind, architecture, net.state_dict(), lam=lam, steps=step, data=seen,
                                 source="trained by weightstep train", optimizer=optimiser.state_dict(),
                                 seed=settings.seed), out)
 
