@@ -102,7 +102,7 @@ class DvcCodec(NeuralVideoCodec):
                 recon_frames.append(crop(reference, h, w)[0].cpu().numpy())
             rest = writer.finish()
             p_bytes += len(rest)
-            sections.append(("GOP_", pack_group(key_bytes, rest)))
+            sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
         recon = np.stack(recon_frames).astype(np.float32)
         note = padding_note(h, w, STRIDE)
         header = self.header(video, digest, {"padded": [pw, ph]})
@@ -132,18 +132,18 @@ class DvcCodec(NeuralVideoCodec):
         out = np.empty((n, 3, h, w), dtype=np.float32)
         for g, payload in enumerate(container.sections_tagged("GOP_")):
             start = g * self.config.gop
-            key_bytes, rest = unpack_group(payload)
+            key_bytes, checksum, rest = unpack_group(payload)
             reference = self.decode_key(key_bytes, w, h, matrix)
             out[start] = reference[0].numpy()
             reference = pad_to(reference.to(device), ph, pw)
             count = min(self.config.gop, n - start) - 1
             if count == 0:
-                if rest:
+                if rest or checksum:
                     raise BitstreamError(f"GOP_ section {g}: data after a lone key frame")
                 continue
             reader = SegmentReader(rest, f"GOP {g} P-frames")
             for t in range(start + 1, start + 1 + count):
                 reference = decode_p(net, models, reference, reader)
                 out[t] = crop(reference, h, w)[0].cpu().numpy()
-            reader.finish()
+            reader.finish(checksum)
         return Video(identity=f"decoded:{self.name}", fps=container.header["fps"], rgb_frames=out, matrix=matrix)

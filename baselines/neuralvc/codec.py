@@ -6,6 +6,7 @@ stream is our container, one section per group of pictures (``GOP_``)::
 
     intra_len  uint32
     intra      intra_len bytes: the key frame's elementary stream
+    checksum   uint32: CRC32 of the group's decoded symbols (an altered ANS stream may still decode)
     rest       the codec's coded frames of the group (one ANS stream)
 """
 
@@ -158,17 +159,19 @@ class NeuralVideoCodec(Codec):
                                  f"{self.config.checkpoint} holds weights {digest}: give the checkpoint it was made with")
 
 
-def pack_group(intra: bytes, rest: bytes) -> bytes:
-    return _LEN.pack(len(intra)) + intra + rest
+def pack_group(intra: bytes, rest: bytes, checksum: int) -> bytes:
+    return _LEN.pack(len(intra)) + intra + _LEN.pack(checksum) + rest
 
 
-def unpack_group(payload: bytes) -> tuple[bytes, bytes]:
-    if len(payload) < _LEN.size:
+def unpack_group(payload: bytes) -> tuple[bytes, int, bytes]:
+    """(key frame bytes, symbol checksum, the coded frames' stream) of a GOP_ section."""
+    if len(payload) < 2 * _LEN.size:
         raise BitstreamError("truncated GOP_ section")
     (n,) = _LEN.unpack_from(payload)
-    if n == 0 or n > len(payload) - _LEN.size:
+    if n == 0 or n > len(payload) - 2 * _LEN.size:
         raise BitstreamError(f"GOP_ section: key frame length {n} does not fit its {len(payload)} bytes")
-    return payload[_LEN.size:_LEN.size + n], payload[_LEN.size + n:]
+    (checksum,) = _LEN.unpack_from(payload, _LEN.size + n)
+    return payload[_LEN.size:_LEN.size + n], checksum, payload[2 * _LEN.size + n:]
 
 
 def recon_digest(frames: np.ndarray) -> str:

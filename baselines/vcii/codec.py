@@ -91,7 +91,7 @@ class VciiCodec(NeuralVideoCodec):
                 per_frame[key] = 8 * len(key_bytes)
                 writer, reader = SegmentWriter(), None
             else:
-                key_bytes, rest = unpack_group(sections_in[s])
+                key_bytes, checksum, rest = unpack_group(sections_in[s])
                 frame = self.decode_key(key_bytes, w, h, matrix)
                 writer, reader = None, SegmentReader(rest, f"GOP {s} B-frames")
             totals["intra_bytes"] += len(key_bytes)
@@ -117,9 +117,9 @@ class VciiCodec(NeuralVideoCodec):
             if writer is not None:
                 rest = writer.finish()
                 totals["b_frame_bytes"] += len(rest)
-                sections.append(("GOP_", pack_group(key_bytes, rest)))
+                sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
             else:
-                reader.finish()
+                reader.finish(checksum)
             previous_key = key
         return out, sections, per_frame, estimates, totals, info, digest
 

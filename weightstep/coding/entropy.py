@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 
 import constriction
 import numpy as np
@@ -447,6 +448,14 @@ class SegmentWriter:
         if v.size:
             self._segments.append((v.astype(np.int32), model, params))
 
+    def checksum(self) -> int:
+        """CRC32 of every symbol in reading order: stored beside the stream, it lets a reader detect a
+        payload that was altered yet still decodes (an ANS stream cannot tell by itself)."""
+        crc = 0
+        for symbols, _, _ in self._segments:
+            crc = zlib.crc32(symbols.astype("<i4").tobytes(), crc)
+        return crc
+
     def finish(self) -> bytes:
         if not self._segments:
             return b""
@@ -461,6 +470,7 @@ class SegmentReader:
 
     def __init__(self, data: bytes, what: str = "entropy stream"):
         self.what = what
+        self._crc = 0
         words = _payload_words(bytes(data), 0, what)
         try:
             self._coder = constriction.stream.stack.AnsCoder(words)
@@ -484,9 +494,12 @@ class SegmentReader:
         out = np.asarray(out, dtype=np.int32).ravel()
         if out.size != count:
             raise BitstreamError(f"{self.what}: decoded {out.size} symbols, expected {count}")
+        self._crc = zlib.crc32(out.astype("<i4").tobytes(), self._crc)
         return out
 
-    def finish(self) -> None:
-        """The stream must be used up exactly."""
+    def finish(self, checksum: int | None = None) -> None:
+        """The stream must be used up exactly (and the symbols match the writer's checksum, if given)."""
         if not self._coder.is_empty():
             raise BitstreamError(f"{self.what}: corrupted payload (data left over after the last symbol)")
+        if checksum is not None and checksum != self._crc:
+            raise BitstreamError(f"{self.what}: corrupted payload (the decoded symbols fail their checksum)")
