@@ -200,3 +200,26 @@ def test_fuzzed_bitstreams_are_refused(coded, tmp_path):
         (tmp_path / f"{i}.wst").write_bytes(case)
         assert_refused(invoke("decode", tmp_path / f"{i}.wst", "-o", tmp_path / f"{i}.y4m"), "")
         assert not (tmp_path / f"{i}.y4m").exists()
+
+
+def test_training_reads_the_vimeo_septuplet_layout(tmp_path):
+    from weightstep.video.writers import write_video
+    from weightstep.video.readers import open_video
+    from weightstep.video.options import ReadOptions
+
+    clip = open_video("synthetic:testsrc2", ReadOptions(frames=7, downscale=2))
+    for seq in ("00001/0001", "00001/0002"):
+        folder = tmp_path / "vimeo" / "sequences" / seq
+        folder.mkdir(parents=True)
+        write_video(clip, folder)
+        for i, png in enumerate(sorted(folder.glob("*.png")), 1):
+            png.rename(folder / f"im{i}.png")
+    (tmp_path / "vimeo" / "sep_trainlist.txt").write_text("00001/0001\n00001/0002\n")
+    for kind in ("vcii", "dvc"):
+        out = tmp_path / f"{kind}.ckpt"
+        result = invoke("train", kind, tmp_path / "vimeo", "-o", out, "--steps", 1, "--size", "tiny", "--crop", 64,
+                        "--batch", 1, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert read_record(out, kind)["data"] == [str(tmp_path / "vimeo")]
+    (tmp_path / "empty").mkdir()
+    assert_refused(invoke("train", "dvc", tmp_path / "empty", "-o", tmp_path / "x.ckpt", "--steps", 1), "no videos")

@@ -80,14 +80,21 @@ def _read(source: ClipSource) -> np.ndarray:
 class TrainingData:
     """Random crops of random runs of frames from the clips."""
 
-    def __init__(self, inputs: list[str], *, frames_needed: int, crop: int, max_frames: int = 100):
+    def __init__(self, inputs: list[str], *, frames_needed: int, crop: int, max_frames: int = 100,
+                 min_frames: int | None = None):
+        """Runs are ``frames_needed`` long, or as short as ``min_frames`` when the clips are shorter
+        (Vimeo-90k septuplets hold 7 frames); :attr:`frames_needed` is the length chosen."""
         self.sources = discover(inputs, max_frames)
-        self.frames_needed = frames_needed
         self.crop = crop
         self._cache: dict[int, np.ndarray] = {}
+        shortest = min_frames if min_frames is not None else frames_needed
         if len(self.sources) <= PRELOAD_LIMIT:
-            for i in range(len(self.sources)):
-                self._cache[i] = self._checked(i, _read(self.sources[i]))
+            clips = [_read(source) for source in self.sources]
+            shortest = min(clip.shape[0] for clip in clips)
+        self.frames_needed = frames_needed if shortest >= frames_needed else max(shortest, min_frames or frames_needed)
+        if len(self.sources) <= PRELOAD_LIMIT:
+            for i, clip in enumerate(clips):
+                self._cache[i] = self._checked(i, clip)
 
     def _checked(self, index: int, clip: np.ndarray) -> np.ndarray:
         t, _, h, w = clip.shape

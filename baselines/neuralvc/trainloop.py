@@ -28,7 +28,7 @@ from weightstep.progress import make_progress
 
 class Trainer(Protocol):
     kind: str  # checkpoint kind
-    frames_needed: int  # consecutive frames per training sample
+    frames_needed: int  # consecutive frames per training sample (a trainer may set min_frames: shorter runs it accepts)
     stride: int  # crops must be a multiple of this
 
     def architecture(self, preset: str) -> dict: ...
@@ -97,7 +97,8 @@ def train(trainer: Trainer, inputs: list[str], out: str | Path, settings: TrainS
     elif out.exists():
         raise InputError(f"{out} exists: give --resume to continue it, or another output path")
     architecture = record["architecture"] if record else trainer.architecture(settings.preset)
-    data = TrainingData(inputs, frames_needed=trainer.frames_needed, crop=settings.crop, max_frames=settings.max_frames)
+    data = TrainingData(inputs, frames_needed=trainer.frames_needed, crop=settings.crop, max_frames=settings.max_frames,
+                        min_frames=getattr(trainer, "min_frames", None))
     torch.manual_seed(settings.seed)
     net = trainer.build(architecture)
     step = 0
