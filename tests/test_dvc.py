@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from neural_helpers import CLIP, assert_refused, invoke, train_tiny
 
 from baselines.dvc.convert import convert_state_dict
 from baselines.dvc.model import PRESETS, DvcNet
@@ -14,10 +15,6 @@ from baselines.neuralvc.codec import recon_digest
 from weightstep import registry
 from weightstep.coding.container import Container
 from weightstep.errors import InputError
-from weightstep.video.readers import open_video
-from weightstep.video.options import ReadOptions
-
-from neural_helpers import CLIP, assert_refused, invoke, train_tiny
 
 
 @pytest.fixture(scope="module")

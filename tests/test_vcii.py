@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from neural_helpers import CLIP, assert_refused, invoke, train_tiny
 
 import baselines.vcii.convert as vconvert
 from baselines.neuralvc.checkpoint import read_record
@@ -15,8 +16,6 @@ from baselines.vcii.motion import block_motion
 from baselines.vcii.progressive import contexts, progressive
 from weightstep import registry
 from weightstep.coding.container import Container
-
-from neural_helpers import CLIP, assert_refused, invoke, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,7 @@ def test_public_layout_at_paper_size_matches_our_network_shapes():
     with torch.device("meta"):
         ours = VciiNet(PRESETS["paper"]).state_dict()
     for level, (bits, ef, df) in enumerate([(16, 1, 1), (16, 2, 3), (8, 1, 1)]):
-        for part, state in zip(vconvert.PARTS, public_vcii_level(bits, ef, df, meta=True)):
+        for part, state in zip(vconvert.PARTS, public_vcii_level(bits, ef, df, meta=True), strict=True):
             for key, tensor in state.items():
                 mapped = f"levels.{level}.{vconvert._rename(part, key)}"
                 assert mapped in ours and tuple(ours[mapped].shape) == tuple(tensor.shape), (part, key)
@@ -135,7 +134,7 @@ def test_public_layout_at_paper_size_matches_our_network_shapes():
 def _save_release(folder, d, s, bad=None):
     paths = []
     for level, (bits, ef, df) in enumerate([(16, 1, 1), (16, 2, 3), (8, 1, 1)]):
-        for part, state in zip(vconvert.PARTS, public_vcii_level(bits, ef, df, d=d, s=s)):
+        for part, state in zip(vconvert.PARTS, public_vcii_level(bits, ef, df, d=d, s=s), strict=True):
             if bad and bad[0] == (level, part):
                 bad[1](state)
             torch.save(state, folder / f"lvl{level}_{part}_00010000.pth")
@@ -203,9 +202,9 @@ def test_fuzzed_bitstreams_are_refused(coded, tmp_path):
 
 
 def test_training_reads_the_vimeo_septuplet_layout(tmp_path):
-    from weightstep.video.writers import write_video
-    from weightstep.video.readers import open_video
     from weightstep.video.options import ReadOptions
+    from weightstep.video.readers import open_video
+    from weightstep.video.writers import write_video
 
     clip = open_video("synthetic:testsrc2", ReadOptions(frames=7, downscale=2))
     for seq in ("00001/0001", "00001/0002"):

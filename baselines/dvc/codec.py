@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from baselines.dvc.coding import Models, decode_p, encode_p
 from baselines.dvc.model import STRIDE, DvcArch, DvcNet, lambda_to_crf
 from baselines.neuralvc.codec import NeuralVideoCodec, pack_group, recon_digest, unpack_group
 from baselines.neuralvc.frames import crop, pad_to, padded_size, padding_note, to_tensor
 from baselines.neuralvc.intra import INTRA_CODECS, X26X_PRESETS
+from weightstep.codecs.base import Encoded
 from weightstep.coding.container import Container
 from weightstep.coding.entropy import SegmentReader, SegmentWriter
-from weightstep.codecs.base import Encoded
 from weightstep.config import param
 from weightstep.errors import BitstreamError
 from weightstep.video import Video

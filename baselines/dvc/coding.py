@@ -69,7 +69,7 @@ def reconstruct(net: DvcNet, reference: torch.Tensor, m_hat: torch.Tensor, y_hat
 
 def _add_channels(writer: SegmentWriter, latents: torch.Tensor, models: list) -> None:
     symbols = (latents[0].to("cpu", torch.int64) + RANGE).numpy()
-    for channel, model in zip(symbols, models):
+    for channel, model in zip(symbols, models, strict=True):
         writer.add(channel.ravel(), model)
 
 

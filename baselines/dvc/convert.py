@@ -50,7 +50,7 @@ def public_to_ours(key: str) -> str | None:
         if match:
             groups = match.groups()
             fields: dict[str, Any] = {}
-            for name, value in zip("abc", groups):
+            for name, value in zip("abc", groups, strict=False):
                 fields[name] = value
                 if value.isdigit():
                     fields[f"{name}1"] = int(value) - 1

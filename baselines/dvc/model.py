@@ -75,7 +75,7 @@ class FlowLevel(nn.Module):
     def __init__(self, widths: tuple[int, ...], kernel: int):
         super().__init__()
         sizes = (8, *widths, 2)
-        self.layers = nn.ModuleList(nn.Conv2d(a, b, kernel, padding=kernel // 2) for a, b in zip(sizes, sizes[1:]))
+        self.layers = nn.ModuleList(nn.Conv2d(a, b, kernel, padding=kernel // 2) for a, b in zip(sizes, sizes[1:], strict=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
@@ -97,7 +97,7 @@ class PyramidFlow(nn.Module):
             refs.append(F.avg_pool2d(refs[-1], 2))
         n, _, h, w = frames[-1].shape
         flow = frame.new_zeros(n, 2, h // 2, w // 2)
-        for level, (f, r) in enumerate(zip(reversed(frames), reversed(refs))):
+        for level, (f, r) in enumerate(zip(reversed(frames), reversed(refs), strict=True)):
             up = F.interpolate(flow, size=f.shape[-2:], mode="bilinear", align_corners=False) * 2.0
             flow = up + self.levels[level](torch.cat([f, warp(r, up), up], dim=1))
         return flow
@@ -163,7 +163,7 @@ class ResidualEncoder(nn.Module):
         self.gdns = nn.ModuleList(GDN(n) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, gdn in zip(self.convs, self.gdns):
+        for conv, gdn in zip(self.convs, self.gdns, strict=False):
             x = gdn(conv(x))
         return self.convs[3](x)
 
@@ -176,7 +176,7 @@ class ResidualDecoder(nn.Module):
         self.gdns = nn.ModuleList(GDN(n, inverse=True) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, gdn in zip(self.convs, self.gdns):
+        for conv, gdn in zip(self.convs, self.gdns, strict=False):
             x = gdn(conv(x))
         return self.convs[3](x)
 

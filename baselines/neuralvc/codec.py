@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from baselines.neuralvc.checkpoint import fingerprint, load_into, read_record
-from baselines.neuralvc.frames import padded_size
 from baselines.neuralvc.intra import decode_intra, encode_intra
 from weightstep.codecs.base import Codec
 from weightstep.coding.container import Container
@@ -178,6 +177,3 @@ def recon_digest(frames: np.ndarray) -> str:
     """MD5 of the float32 reconstruction (the encoder records it; a decode must give the same)."""
     return hashlib.md5(np.ascontiguousarray(frames, dtype=np.float32).tobytes()).hexdigest()
 
-
-def check_padded(height: int, width: int, stride: int) -> tuple[int, int]:
-    return padded_size(height, width, stride)

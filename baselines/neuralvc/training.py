@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from baselines.neuralvc.checkpoint import save_record
 from baselines.neuralvc.trainloop import TrainSettings, TrainSummary, train

@@ -22,9 +22,9 @@ from baselines.neuralvc.intra import INTRA_CODECS, X26X_PRESETS
 from baselines.vcii.coding import AdaptiveBits, decode_b, encode_b
 from baselines.vcii.model import STRIDE, VciiArch, VciiNet
 from weightstep.codecs.base import Encoded
-from weightstep.config import param
 from weightstep.coding.container import Container
 from weightstep.coding.entropy import SegmentReader, SegmentWriter
+from weightstep.config import param
 from weightstep.errors import BitstreamError
 from weightstep.video import Video
 

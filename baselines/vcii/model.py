@@ -60,7 +60,7 @@ class VciiArch:
 
 
 def _scaled(levels: tuple[LevelArch, ...], divisor: int, shrink: int) -> tuple[LevelArch, ...]:
-    return tuple(LevelArch(l.bits, l.encoder_fuse, l.decoder_fuse, divisor, shrink) for l in levels)
+    return tuple(LevelArch(a.bits, a.encoder_fuse, a.decoder_fuse, divisor, shrink) for a in levels)
 
 
 PRESETS = {

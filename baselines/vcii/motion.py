@@ -44,6 +44,6 @@ def block_motion(left: torch.Tensor, right: torch.Tensor, block: int = 8, radius
 def warp_features(features: list[torch.Tensor], flow: torch.Tensor) -> list[torch.Tensor]:
     """Warp feature maps at 1/8, 1/4, 1/2 of the frame with a full-resolution pixel flow."""
     out = []
-    for feature, scale in zip(features, (8, 4, 2)):
+    for feature, scale in zip(features, (8, 4, 2), strict=True):
         out.append(warp(feature, F.avg_pool2d(flow, scale) / scale))
     return out
