@@ -238,7 +238,7 @@ def train_command(
         data: Annotated[list[str], typer.Argument(help="videos (as encode takes them), folders of videos or PNG frames, Vimeo-90k roots")],
         output: Annotated[Path, typer.Option("--output", "-o", help="checkpoint file to write")],
         steps: Annotated[int, typer.Option("--steps", help="total optimiser steps")] = 2000,
-        lam: Annotated[float, typer.Option("--lambda", help="rate-distortion weight (loss = lambda * MSE + bpp; DVC: 256..2048)")] = 256.0,
+        lam: Annotated[float, typer.Option("--lambda", help="DVC: rate-distortion weight (loss = lambda * MSE + bpp; 256..2048); VCII sets its rate by passes instead")] = 256.0,
         resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint at --output")] = False,
         size: Annotated[str, typer.Option("--size", help="network size preset: paper, small or tiny")] = "small",
         batch: Annotated[int, typer.Option("--batch", help="samples per step")] = 4,
