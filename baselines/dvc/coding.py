@@ -10,8 +10,8 @@ Per P-frame, in the order a decoder reads them from one ANS stream per GOP:
    last-bit difference in a convolution cannot change the model.
 
 Latents are rounded and clipped to [-R, R] before anything uses them, so encoder and decoder
-reconstruct from identical integers. The rate the model estimates is the same information
-content the training loss uses (continuous scales, no clipping to the coder's grid).
+reconstruct from identical integers. The rate the model estimates is the information content
+the training loss uses (continuous scales, not snapped to the coder's grid), computed in float64.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _add_channels(writer: SegmentWriter, latents: torch.Tensor, models: list) ->
 
 
 def _bits(likelihood: torch.Tensor) -> float:
-    return float(-torch.log2(likelihood.clamp_min(1e-9)).sum())
+    return float(-torch.log2(likelihood.clamp_min(2.0**-60)).sum())
 
 
 @torch.no_grad()
@@ -92,8 +92,10 @@ def encode_p(net: DvcNet, models: Models, frame: torch.Tensor, reference: torch.
     _add_channels(writer, z_hat, models.z)
     writer.add((y_hat[0].to("cpu", torch.int64)).numpy().ravel(), models.y,
                np.zeros(y_hat.numel()), snap_scales(scale))
-    estimate = {"mv": _bits(net.mv_prior.likelihood(m_hat)), "z": _bits(net.z_prior.likelihood(z_hat)),
-                "y": _bits(laplace_likelihood(y_hat, scale))}
+    # in float64: float32 CDF differences lose the tails' probabilities (1 - 1 = 0) and overstate their cost
+    d = torch.float64
+    estimate = {"mv": _bits(net.mv_prior.likelihood(m_hat.to(d))), "z": _bits(net.z_prior.likelihood(z_hat.to(d))),
+                "y": _bits(laplace_likelihood(y_hat.to(d), scale.to(d)))}
     return recon, estimate
 
 
