@@ -54,6 +54,8 @@ def run(kind: str, checkpoint: str, video, params: dict) -> dict:
         "bpp": result.bpp, "psnr_rgb": result.psnr_rgb, "ms_ssim": result.ms_ssim,
         f"{coded_key}_real_bits": real, f"{coded_key}_estimated_bits": est,
         "coder_overhead_pct": 100.0 * (real - est) / est,
+        "estimate_by_part": extra.get("p_frame_estimated_bits_by_latent"),
+        "information_bits_float64": extra.get("p_frame_information_bits_float64"),
         "file_bpp_vs_predicted_pct": 100.0 * (8 * len(data) - predicted_file_bits) / predicted_file_bits,
         "predicted_bpp": predicted_file_bits / pixels, "key_frame_bpp": 8 * extra["intra_bytes"] / pixels,
         "bit_exact": recon_digest(decoded.rgb()) == extra["reconstruction_md5"],
@@ -98,6 +100,9 @@ def main() -> None:
               f"MS-SSIM {row['ms_ssim']:.4f}; {row['intra']}")
         print(f"  {coded}-frame streams: real {real:.0f} bits, model estimate {est:.0f} bits: "
               f"overhead {row['coder_overhead_pct']:+.2f} %")
+        if row["information_bits_float64"] is not None:
+            print(f"  exact information content (float64, no floor): {row['information_bits_float64']:.0f} bits; "
+                  f"by latent (estimate): {json.dumps({k: round(v) for k, v in row['estimate_by_part'].items()})}")
         print(f"  whole file against key frames + estimate: {row['file_bpp_vs_predicted_pct']:+.2f} % "
               f"(predicted {row['predicted_bpp']:.4f} bpp)")
         print(f"  decode equals the encoder's reconstruction: {row['bit_exact']}; encode {row['encode_s']:.1f} s, "

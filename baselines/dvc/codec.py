@@ -79,7 +79,7 @@ class DvcCodec(NeuralVideoCodec):
         crf = self.intra_crf(info)
         rgb = video.rgb()
         sections, per_frame, recon_frames = [], [], []
-        estimates = {"mv": 0.0, "z": 0.0, "y": 0.0}
+        estimates = {"mv": 0.0, "z": 0.0, "y": 0.0, "exact": 0.0}
         per_frame_estimate: list[float | None] = []
         intra_bytes = 0
         p_bytes = 0
@@ -97,7 +97,7 @@ class DvcCodec(NeuralVideoCodec):
                 for k in estimates:
                     estimates[k] += estimate[k]
                 per_frame.append(None)
-                per_frame_estimate.append(sum(estimate.values()))
+                per_frame_estimate.append(estimate["mv"] + estimate["z"] + estimate["y"])
                 recon_frames.append(crop(reference, h, w)[0].cpu().numpy())
             rest = writer.finish()
             p_bytes += len(rest)
@@ -106,11 +106,12 @@ class DvcCodec(NeuralVideoCodec):
         note = padding_note(h, w, STRIDE)
         header = self.header(video, digest, {"padded": [pw, ph]})
         data = Container(self.name, header, sections).to_bytes()
-        estimated = sum(estimates.values())
+        estimated = estimates["mv"] + estimates["z"] + estimates["y"]
         extra: dict[str, Any] = {
             "intra": f"{self.config.intra_codec} intra, crf {crf:g}, preset {self.config.intra_preset}",
             "intra_bytes": intra_bytes, "p_frame_bytes": p_bytes, "p_frame_estimated_bits": estimated,
-            "p_frame_estimated_bits_by_latent": estimates, "per_frame_estimated_bits": per_frame_estimate,
+            "p_frame_estimated_bits_by_latent": {k: estimates[k] for k in ("mv", "z", "y")},
+            "p_frame_information_bits_float64": estimates["exact"], "per_frame_estimated_bits": per_frame_estimate,
             "padding": note or "none (frame size is a multiple of 64)",
             "checkpoint": {k: info.get(k) for k in ("lambda", "steps", "data", "source", "architecture")},
             "weights": digest, "reconstruction_md5": recon_digest(recon),

@@ -10,8 +10,8 @@ Per P-frame, in the order a decoder reads them from one ANS stream per GOP:
    last-bit difference in a convolution cannot change the model.
 
 Latents are rounded and clipped to [-R, R] before anything uses them, so encoder and decoder
-reconstruct from identical integers. The rate the model estimates is the information content
-the training loss uses (continuous scales, not snapped to the coder's grid), computed in float64.
+reconstruct from identical integers. The rate the model estimates is the one the training loss
+uses (continuous scales, not snapped to the coder's grid); see :func:`estimates`.
 """
 
 from __future__ import annotations
@@ -73,8 +73,26 @@ def _add_channels(writer: SegmentWriter, latents: torch.Tensor, models: list) ->
         writer.add(channel.ravel(), model)
 
 
-def _bits(likelihood: torch.Tensor) -> float:
-    return float(-torch.log2(likelihood.clamp_min(2.0**-60)).sum())
+def _bits(likelihood: torch.Tensor, floor: float) -> float:
+    return float(-torch.log2(likelihood.clamp_min(floor)).sum())
+
+
+def estimates(net: DvcNet, m_hat: torch.Tensor, z_hat: torch.Tensor, y_hat: torch.Tensor,
+              scale: torch.Tensor) -> dict[str, float]:
+    """The model's rate estimate of the latents, two ways.
+
+    ``mv``, ``z``, ``y``: the training loss's own formula (float32, probabilities floored at
+    1e-9 as in :meth:`DvcNet.forward`): what the model predicts. ``exact``: the information
+    content in float64 with no practical floor. The coder gives every symbol at least 2^-24 of
+    probability, so symbols far in a density's tail cost it less than ``exact`` says.
+    """
+    out = {"mv": _bits(net.mv_prior.likelihood(m_hat), 1e-9), "z": _bits(net.z_prior.likelihood(z_hat), 1e-9),
+           "y": _bits(laplace_likelihood(y_hat, scale), 1e-9)}
+    d = torch.float64
+    out["exact"] = (_bits(net.mv_prior.likelihood(m_hat.to(d)), 2.0**-60)
+                    + _bits(net.z_prior.likelihood(z_hat.to(d)), 2.0**-60)
+                    + _bits(laplace_likelihood(y_hat.to(d), scale.to(d)), 2.0**-60))
+    return out
 
 
 @torch.no_grad()
@@ -92,11 +110,7 @@ def encode_p(net: DvcNet, models: Models, frame: torch.Tensor, reference: torch.
     _add_channels(writer, z_hat, models.z)
     writer.add((y_hat[0].to("cpu", torch.int64)).numpy().ravel(), models.y,
                np.zeros(y_hat.numel()), snap_scales(scale))
-    # in float64: float32 CDF differences lose the tails' probabilities (1 - 1 = 0) and overstate their cost
-    d = torch.float64
-    estimate = {"mv": _bits(net.mv_prior.likelihood(m_hat.to(d))), "z": _bits(net.z_prior.likelihood(z_hat.to(d))),
-                "y": _bits(laplace_likelihood(y_hat.to(d), scale.to(d)))}
-    return recon, estimate
+    return recon, estimates(net, m_hat, z_hat, y_hat, scale)
 
 
 def _take_channels(reader: SegmentReader, models: list, h: int, w: int, device: torch.device) -> torch.Tensor:
