@@ -81,6 +81,8 @@ def test_resume_continues_the_step_count(ckpt, tmp_path):
                     "--crop", 64, "--batch", 1, "--max-frames", 4, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert read_record(copy, "dvc")["steps"] == 4
+    assert_refused(invoke("train", "dvc", "synthetic:testsrc2", "-o", copy, "--steps", 5, "--resume", "--lambda", 512),
+                   "trained at lambda 256")
     assert_refused(invoke("train", "dvc", "synthetic:testsrc2", "-o", copy, "--steps", 5), "--resume")
 
 

@@ -222,3 +222,13 @@ def test_training_reads_the_vimeo_septuplet_layout(tmp_path):
         assert read_record(out, kind)["data"] == [str(tmp_path / "vimeo")]
     (tmp_path / "empty").mkdir()
     assert_refused(invoke("train", "dvc", tmp_path / "empty", "-o", tmp_path / "x.ckpt", "--steps", 1), "no videos")
+
+
+def test_resume_continues_a_vcii_checkpoint(ckpt, tmp_path):
+    copy = tmp_path / "c.ckpt"
+    copy.write_bytes(ckpt.read_bytes())
+    result = invoke("train", "vcii", "synthetic:testsrc2", "-o", copy, "--steps", 3, "--resume", "--crop", 64,
+                    "--batch", 1, "--max-frames", 13, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = read_record(copy, "vcii")
+    assert record["steps"] == 3 and record["lambda"] is None and record["architecture"] == PRESETS["tiny"].to_json()

@@ -93,7 +93,9 @@ def train(trainer: Trainer, inputs: list[str], out: str | Path, settings: TrainS
         if not out.is_file():
             raise InputError(f"--resume: no checkpoint at {out} to continue")
         record = read_record(out, trainer.kind)
-        if getattr(trainer, "uses_lambda", True) and record.get("lambda") is None or float(record["lambda"]) != float(settings.lam):
+        trained_at = record.get("lambda")
+        if getattr(trainer, "uses_lambda", True) and (not isinstance(trained_at, (int, float))
+                                                      or float(trained_at) != float(settings.lam)):
             raise ConfigError(f"--resume: {out} was trained at lambda {record.get('lambda')}, not {settings.lam:g}")
     elif out.exists():
         raise InputError(f"{out} exists: give --resume to continue it, or another output path")
