@@ -16,7 +16,7 @@ import numpy as np
 
 from baselines.dvc.coding import Models, decode_p, encode_p
 from baselines.dvc.model import STRIDE, DvcArch, DvcNet, lambda_to_crf
-from baselines.neuralvc.codec import NeuralVideoCodec, pack_group, recon_digest, unpack_group
+from baselines.neuralvc.codec import NeuralVideoCodec, frame_progress, pack_group, recon_digest, unpack_group
 from baselines.neuralvc.frames import crop, pad_to, padded_size, padding_note, to_tensor
 from baselines.neuralvc.intra import INTRA_CODECS, X26X_PRESETS
 from weightstep.codecs.base import Encoded
@@ -83,25 +83,28 @@ class DvcCodec(NeuralVideoCodec):
         per_frame_estimate: list[float | None] = []
         intra_bytes = 0
         p_bytes = 0
-        for start in range(0, video.frames, self.config.gop):
-            key_bytes, reference = self.code_key(video, start, crf)
-            intra_bytes += len(key_bytes)
-            per_frame.append(8 * len(key_bytes))
-            per_frame_estimate.append(None)
-            recon_frames.append(reference[0].numpy())
-            reference = pad_to(reference.to(device), ph, pw)
-            writer = SegmentWriter()
-            for t in range(start + 1, min(start + self.config.gop, video.frames)):
-                frame = pad_to(to_tensor(rgb[t]).to(device), ph, pw)
-                reference, estimate = encode_p(net, models, frame, reference, writer)
-                for k in estimates:
-                    estimates[k] += estimate[k]
-                per_frame.append(None)
-                per_frame_estimate.append(estimate["mv"] + estimate["z"] + estimate["y"])
-                recon_frames.append(crop(reference, h, w)[0].cpu().numpy())
-            rest = writer.finish()
-            p_bytes += len(rest)
-            sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
+        with frame_progress("dvc encode", video.frames) as tick:
+            for start in range(0, video.frames, self.config.gop):
+                key_bytes, reference = self.code_key(video, start, crf)
+                intra_bytes += len(key_bytes)
+                per_frame.append(8 * len(key_bytes))
+                per_frame_estimate.append(None)
+                recon_frames.append(reference[0].numpy())
+                tick()
+                reference = pad_to(reference.to(device), ph, pw)
+                writer = SegmentWriter()
+                for t in range(start + 1, min(start + self.config.gop, video.frames)):
+                    frame = pad_to(to_tensor(rgb[t]).to(device), ph, pw)
+                    reference, estimate = encode_p(net, models, frame, reference, writer)
+                    for k in estimates:
+                        estimates[k] += estimate[k]
+                    per_frame.append(None)
+                    per_frame_estimate.append(estimate["mv"] + estimate["z"] + estimate["y"])
+                    recon_frames.append(crop(reference, h, w)[0].cpu().numpy())
+                tick()
+                rest = writer.finish()
+                p_bytes += len(rest)
+                sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
         recon = np.stack(recon_frames).astype(np.float32)
         note = padding_note(h, w, STRIDE)
         header = self.header(video, digest, {"padded": [pw, ph]})
@@ -130,20 +133,23 @@ class DvcCodec(NeuralVideoCodec):
         device = next(net.parameters()).device
         models = self._models(net)
         out = np.empty((n, 3, h, w), dtype=np.float32)
-        for g, payload in enumerate(container.sections_tagged("GOP_")):
-            start = g * self.config.gop
-            key_bytes, checksum, rest = unpack_group(payload)
-            reference = self.decode_key(key_bytes, w, h, matrix)
-            out[start] = reference[0].numpy()
-            reference = pad_to(reference.to(device), ph, pw)
-            count = min(self.config.gop, n - start) - 1
-            if count == 0:
-                if rest or checksum:
-                    raise BitstreamError(f"GOP_ section {g}: data after a lone key frame")
-                continue
-            reader = SegmentReader(rest, f"GOP {g} P-frames")
-            for t in range(start + 1, start + 1 + count):
-                reference = decode_p(net, models, reference, reader)
-                out[t] = crop(reference, h, w)[0].cpu().numpy()
-            reader.finish(checksum)
+        with frame_progress("dvc decode", n) as tick:
+            for g, payload in enumerate(container.sections_tagged("GOP_")):
+                start = g * self.config.gop
+                key_bytes, checksum, rest = unpack_group(payload)
+                reference = self.decode_key(key_bytes, w, h, matrix)
+                out[start] = reference[0].numpy()
+                tick()
+                reference = pad_to(reference.to(device), ph, pw)
+                count = min(self.config.gop, n - start) - 1
+                if count == 0:
+                    if rest or checksum:
+                        raise BitstreamError(f"GOP_ section {g}: data after a lone key frame")
+                    continue
+                reader = SegmentReader(rest, f"GOP {g} P-frames")
+                for t in range(start + 1, start + 1 + count):
+                    reference = decode_p(net, models, reference, reader)
+                    out[t] = crop(reference, h, w)[0].cpu().numpy()
+                    tick()
+                reader.finish(checksum)
         return Video(identity=f"decoded:{self.name}", fps=container.header["fps"], rgb_frames=out, matrix=matrix)

@@ -12,6 +12,7 @@ stream is our container, one section per group of pictures (``GOP_``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ from weightstep.codecs.base import Codec
 from weightstep.coding.container import Container
 from weightstep.device import device_label, resolve_device
 from weightstep.errors import BitstreamError, ConfigError, UnavailableError
+from weightstep.progress import make_progress
 from weightstep.video import Video
 from weightstep.video.colour import MATRICES, rgb_to_yuv420, yuv420_to_rgb
 
@@ -156,6 +158,14 @@ class NeuralVideoCodec(Codec):
         if container.header["weights"] != digest:
             raise BitstreamError(f"the file was coded with weights {container.header['weights']}, but the checkpoint "
                                  f"{self.config.checkpoint} holds weights {digest}: give the checkpoint it was made with")
+
+
+@contextlib.contextmanager
+def frame_progress(description: str, total: int):
+    """A Rich bar with ETA over the frames of an encode or decode; yields ``tick()``."""
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total, status="")
+        yield lambda: progress.advance(task)
 
 
 def pack_group(intra: bytes, rest: bytes, checksum: int) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.neuralvc.codec import NeuralVideoCodec, pack_group, recon_digest, unpack_group
+from baselines.neuralvc.codec import NeuralVideoCodec, frame_progress, pack_group, recon_digest, unpack_group
 from baselines.neuralvc.frames import crop, pad_to, padded_size, padding_note
 from baselines.neuralvc.intra import INTRA_CODECS, X26X_PRESETS
 from baselines.vcii.coding import AdaptiveBits, decode_b, encode_b
@@ -85,42 +85,45 @@ class VciiCodec(NeuralVideoCodec):
         sections, per_frame, estimates = [], [None] * n, [None] * n
         totals = {"intra_bytes": 0, "b_frame_bytes": 0, "estimated": 0.0}
         previous_key = None
-        for s, key in enumerate(key_frames(n, cfg.gop)):
-            if video is not None:
-                key_bytes, frame = self.code_key(video, key, cfg.intra_crf)
-                per_frame[key] = 8 * len(key_bytes)
-                writer, reader = SegmentWriter(), None
-            else:
-                key_bytes, checksum, rest = unpack_group(sections_in[s])
-                frame = self.decode_key(key_bytes, w, h, matrix)
-                writer, reader = None, SegmentReader(rest, f"GOP {s} B-frames")
-            totals["intra_bytes"] += len(key_bytes)
-            out[key] = frame[0].numpy()
-            decoded[key] = pad_to(frame.to(device), ph, pw)
-            model = AdaptiveBits(cfg.iterations, max(level.bits for level in net.arch.levels))
-            if previous_key is not None:
-                for t, left, right, level in b_order(previous_key, key):
-                    fraction = (t - left) / (right - left)
-                    if writer is not None:
-                        target = pad_to(torch.from_numpy(video.rgb()[t:t + 1]).to(device), ph, pw)
-                        recon, estimate = encode_b(net.levels[level], level, target, decoded[left], decoded[right],
-                                                   fraction, cfg.iterations, cfg.block, cfg.search, writer, model)
-                        estimates[t] = estimate
-                        totals["estimated"] += estimate
-                    else:
-                        recon = decode_b(net.levels[level], level, decoded[left], decoded[right], fraction,
-                                         cfg.iterations, cfg.block, cfg.search, reader, model)
-                    decoded[t] = recon
-                    out[t] = crop(recon, h, w)[0].cpu().numpy()
-                for t in [t for t in decoded if t < key]:
-                    del decoded[t]  # later groups only need this key frame
-            if writer is not None:
-                rest = writer.finish()
-                totals["b_frame_bytes"] += len(rest)
-                sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
-            else:
-                reader.finish(checksum)
-            previous_key = key
+        with frame_progress(f"vcii {'encode' if video is not None else 'decode'}", n) as tick:
+            for s, key in enumerate(key_frames(n, cfg.gop)):
+                if video is not None:
+                    key_bytes, frame = self.code_key(video, key, cfg.intra_crf)
+                    per_frame[key] = 8 * len(key_bytes)
+                    writer, reader = SegmentWriter(), None
+                else:
+                    key_bytes, checksum, rest = unpack_group(sections_in[s])
+                    frame = self.decode_key(key_bytes, w, h, matrix)
+                    writer, reader = None, SegmentReader(rest, f"GOP {s} B-frames")
+                totals["intra_bytes"] += len(key_bytes)
+                out[key] = frame[0].numpy()
+                tick()
+                decoded[key] = pad_to(frame.to(device), ph, pw)
+                model = AdaptiveBits(cfg.iterations, max(level.bits for level in net.arch.levels))
+                if previous_key is not None:
+                    for t, left, right, level in b_order(previous_key, key):
+                        fraction = (t - left) / (right - left)
+                        if writer is not None:
+                            target = pad_to(torch.from_numpy(video.rgb()[t:t + 1]).to(device), ph, pw)
+                            recon, estimate = encode_b(net.levels[level], level, target, decoded[left], decoded[right],
+                                                       fraction, cfg.iterations, cfg.block, cfg.search, writer, model)
+                            estimates[t] = estimate
+                            totals["estimated"] += estimate
+                        else:
+                            recon = decode_b(net.levels[level], level, decoded[left], decoded[right], fraction,
+                                             cfg.iterations, cfg.block, cfg.search, reader, model)
+                        decoded[t] = recon
+                        out[t] = crop(recon, h, w)[0].cpu().numpy()
+                        tick()
+                    for t in [t for t in decoded if t < key]:
+                        del decoded[t]  # later groups only need this key frame
+                if writer is not None:
+                    rest = writer.finish()
+                    totals["b_frame_bytes"] += len(rest)
+                    sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
+                else:
+                    reader.finish(checksum)
+                previous_key = key
         return out, sections, per_frame, estimates, totals, info, digest
 
     def encode(self, video: Video) -> Encoded:
