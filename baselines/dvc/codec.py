@@ -101,7 +101,7 @@ class DvcCodec(NeuralVideoCodec):
                     per_frame.append(None)
                     per_frame_estimate.append(estimate["mv"] + estimate["z"] + estimate["y"])
                     recon_frames.append(crop(reference, h, w)[0].cpu().numpy())
-                tick()
+                    tick()
                 rest = writer.finish()
                 p_bytes += len(rest)
                 sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
