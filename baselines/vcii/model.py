@@ -33,6 +33,7 @@ class LevelArch:
 
 @dataclass(frozen=True)
 class VciiArch:
+    # one model per hierarchy level (distances 6+6, 3+3, 1+2), sized as the release's train.sh levels 0, 1, 2
     levels: tuple[LevelArch, LevelArch, LevelArch] = (LevelArch(16, 1, 1), LevelArch(16, 2, 3), LevelArch(8, 1, 1))
     iterations: int = 10  # passes unrolled in training (coding may use fewer or more)
 
