@@ -234,6 +234,48 @@ def report_command(
               soft_wrap=True)
 
 
+# neural baselines: training and converting checkpoints (DVC, VCII) ---------------------------------
+@app.command("train")
+@handled
+def train_command(
+        kind: Annotated[str, typer.Argument(help="dvc or vcii")],
+        data: Annotated[list[str], typer.Argument(help="videos (as encode takes them), folders of videos or PNG frames, Vimeo-90k roots")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="checkpoint file to write")],
+        steps: Annotated[int, typer.Option("--steps", help="total optimiser steps")] = 2000,
+        lam: Annotated[float, typer.Option("--lambda", help="DVC: rate-distortion weight (loss = lambda * MSE + bpp; 256..2048); VCII sets its rate by passes instead")] = 256.0,
+        resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint at --output")] = False,
+        size: Annotated[str, typer.Option("--size", help="network size preset: paper, small or tiny")] = "small",
+        batch: Annotated[int, typer.Option("--batch", help="samples per step")] = 4,
+        crop: Annotated[int, typer.Option("--crop", help="square crop side (a multiple of the network's stride)")] = 128,
+        lr: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 1e-4,
+        checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="steps between checkpoints")] = 200,
+        minutes: Annotated[float | None, typer.Option("--minutes", help="stop (and save) after this wall time")] = None,
+        max_frames: Annotated[int, typer.Option("--max-frames", help="frames read per clip at most")] = 100,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto") -> None:
+    """Train a DVC or VCII checkpoint on DATA (random crops, RD loss with lambda, resumable)."""
+    from baselines.neuralvc.training import train_kind
+
+    summary = train_kind(kind, data, output, steps=steps, lam=lam, resume=resume, preset=size, batch=batch, crop=crop,
+                         lr=lr, checkpoint_every=checkpoint_every, minutes=minutes, max_frames=max_frames, seed=seed,
+                         device=device, echo=lambda text: err.print(text, markup=False, highlight=False))
+    out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("convert")
+@handled
+def convert_command(
+        kind: Annotated[str, typer.Argument(help="dvc or vcii")],
+        sources: Annotated[list[Path], typer.Argument(help="dvc: the public iterN.model; vcii: one *_encoder_*.pth per hierarchy level (3)")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="checkpoint file to write")],
+        lam: Annotated[float | None, typer.Option("--lambda", help="the lambda the weights were trained at (DVC's public model: 2048)")] = None) -> None:
+    """Convert the authors' public weights into a weightstep checkpoint (refused at the first mismatching key)."""
+    from baselines.neuralvc.training import convert_kind
+
+    convert_kind(kind, [str(s) for s in sources], output, lam=lam)
+    out.print(f"wrote {output}", markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 
