@@ -235,17 +235,6 @@ def test_parallel_jobs_in_worker_processes(tmp_path):
     assert all((tmp_path / "run" / r["bitstream"]).is_file() for r in rows)
 
 
-def test_ray_executor_without_ray_is_unavailable(tmp_path):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(UnavailableError, match="pip install ray"):
-            run_protocol(make_protocol(X264), tmp_path / "run", executor="ray", report=False)
-        assert not (tmp_path / "run").exists()
-    else:  # pragma: no cover
-        pytest.skip("ray is installed")
-
-
 def test_sequences_under_a_data_root_have_portable_identities(tmp_path):
     root = tmp_path / "data" / "DS"
     root.mkdir(parents=True)
