@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_codecs
 import pytest
 
-import fake_codecs
 from weightstep.errors import UnavailableError
 from weightstep.experiments import parse_protocol, run_protocol
 from weightstep.experiments.store import Store

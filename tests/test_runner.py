@@ -12,7 +12,7 @@ from weightstep.cli import app
 from weightstep.codecs import harness
 from weightstep.codecs.base import Codec
 from weightstep.config import param
-from weightstep.errors import InputError, UnavailableError
+from weightstep.errors import InputError
 from weightstep.experiments import executors, expand, job_key, parse_protocol, run_protocol
 from weightstep.experiments.jobs import read_options
 from weightstep.experiments.store import Store
