@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from baselines.prune import apply_masks_, code_network, decode_network, global_magnitude_masks, prunable_names
+from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, mse, parameter_shapes, render
 from weightstep.coding.container import Container
@@ -315,17 +316,29 @@ class FullSequenceCodec(Codec):
         except (ConfigError, TypeError, AttributeError) as exc:
             raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
         frames, height, width = header["frames"], header["height"], header["width"]
-        try:
-            net = self.network(cfg, frames, height, width).to(self.device)
-        except ConfigError as exc:
-            raise BitstreamError(f"{self.name} stream: cannot build its network ({exc})") from None
+        section = container.section(SECTION)
+
+        def build_network() -> nn.Module:
+            try:
+                return self.network(cfg, frames, height, width)
+            except ConfigError as exc:
+                raise BitstreamError(f"{self.name} stream: cannot build its network ({exc})") from None
+
+        def one_group(net: nn.Module) -> torch.Tensor:  # one rendering call, as render_frames makes them
+            count = min(self.RENDER_GROUP, frames)
+            return net(torch.arange(count, dtype=torch.long, device="cpu"))
+
+        budget.check_network(f"{self.name} stream", build_network, frames=frames, height=height, width=width,
+                             run=one_group, read_weights=lambda shapes: decode_network(
+                                 section, shapes, prunable_names(shapes)))
+        net = build_network().to(self.device)
         for key, value in self.header_extra(net).items():
             if header.get(key) != value:
                 raise BitstreamError(f"{self.name} stream: header {key!r} is {header.get(key)!r}, "
                                      f"its config implies {value!r}")
         shapes = parameter_shapes(net)
         masked = prunable_names(shapes)
-        weights = decode_network(container.section(SECTION), shapes, masked)
+        weights = decode_network(section, shapes, masked)
         out = self.render_frames(net, weights)
         return Video(identity=f"decoded:{self.name}", fps=header["fps"], rgb_frames=frames_to_numpy(out))
 

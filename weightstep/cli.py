@@ -136,8 +136,10 @@ def encode(video: Annotated[str, typer.Argument(help="path, sample:NAME or synth
     from weightstep import registry
     from weightstep.codecs import harness
     from weightstep.config import parse_assignments
+    from weightstep.fileio import check_output_path
     from weightstep.video.readers import open_video
 
+    check_output_path(output)  # before hours of fitting
     instance = registry.create(codec, parse_assignments(param))
     reason = instance.availability()
     if reason:
@@ -160,8 +162,9 @@ def decode(bitstream: Annotated[Path, typer.Argument(help="a file written by `we
     """Decode a bitstream and write the video."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
-    from weightstep.video.writers import write_video
+    from weightstep.video.writers import check_writable, write_video
 
+    check_writable(output)  # before decoding
     codec, decoded = harness.decode_bytes(read_bytes(bitstream))
     write_video(decoded, output)
     err.print(f"{codec.name}: {decoded.frames} frames {decoded.width}x{decoded.height} -> {output}")

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from weightstep import registry
+from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded, Result
 from weightstep.errors import BitstreamError
 from weightstep.fileio import atomic_write_bytes
@@ -37,9 +38,15 @@ def identify(data: bytes) -> tuple[Codec, Any]:
     return ConventionalCodec.for_stream(data), None
 
 
+def decode(codec: Codec, data: bytes) -> Video:
+    """``codec.decode(data)``, a failed allocation turned into one clean error (see codecs.budget)."""
+    with budget.guarded(f"decoding a {codec.name} stream"):
+        return codec.decode(data)
+
+
 def decode_bytes(data: bytes) -> tuple[Codec, Video]:
     codec, _ = identify(data)
-    return codec, codec.decode(data)
+    return codec, decode(codec, data)
 
 
 def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None, data: bytes,
@@ -77,7 +84,7 @@ def run(codec: Codec, video: Video, out_path: str | os.PathLike | None = None) -
         with open(out_path, "rb") as handle:
             data = handle.read()
     start = time.perf_counter()
-    decoded = codec.decode(data)
+    decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
     return _result(codec, video, decoded, encoded, data, encode_s, decode_s)
 
@@ -86,7 +93,7 @@ def evaluate(data: bytes, video: Video) -> Result:
     """Decode a file written earlier and measure it against ``video`` (encode_s is 0: not timed here)."""
     codec, _ = identify(data)
     start = time.perf_counter()
-    decoded = codec.decode(data)
+    decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
     if (decoded.frames, decoded.width, decoded.height) != (video.frames, video.width, video.height):
         raise BitstreamError(

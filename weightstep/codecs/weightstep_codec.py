@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from weightstep.codecs import budget
 from weightstep.codecs.anchor import DEFAULT_LR, fit_and_code
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import decode_weights, frames_to_numpy, parameter_shapes, render
@@ -121,8 +122,10 @@ class WeightStepCodec(Codec):
         info["format"] = FORMAT
         return info
 
-    def _network(self, height: int, width: int):
-        return build_network(self.config.network_spec(), height, width).to(self.device)
+    def _network(self, height: int, width: int, device: torch.device | None = None):
+        # MLPs render RENDER_CHUNK pixels per pass, in the encoder and the decoder alike (bounded memory)
+        net = build_network(self.config.network_spec(), height, width, chunk_size=budget.RENDER_CHUNK)
+        return net if device is None else net.to(device)
 
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
         cfg = self.config
@@ -140,7 +143,7 @@ class WeightStepCodec(Codec):
     def encode(self, video: Video) -> Encoded:
         cfg = self.config
         frames = torch.from_numpy(video.rgb()).to(self.device)
-        net = self._network(video.height, video.width)
+        net = self._network(video.height, video.width, self.device)
         schedule = SCHEDULES[cfg.schedule]
         coded = []
         for index, (start, count) in enumerate(self.gops(video.frames)):
@@ -171,7 +174,10 @@ class WeightStepCodec(Codec):
                     for t in range(start, start + count)]
         if tags != expected:
             raise BitstreamError(f"the stream's {len(tags)} sections do not match its {frames} frames")
-        net = self._network(height, width)
+        budget.check_network(f"{self.name} stream", lambda: self._network(height, width), frames=frames,
+                             height=height, width=width,
+                             read_weights=lambda shapes: decode_weights(container.sections[0][1], shapes))
+        net = self._network(height, width, self.device)
         shapes = parameter_shapes(net)
         out, weights, maps = [], None, None
         for tag, section in container.sections:
