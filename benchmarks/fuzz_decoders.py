@@ -397,9 +397,8 @@ def run(args: argparse.Namespace) -> int:
     import baselines.full_mlp  # noqa: F401
     import baselines.nerv  # noqa: F401
     import weightstep.cli  # noqa: F401
-    import weightstep.codecs.weightstep_codec  # noqa: F401
-
     import weightstep.codecs.harness  # noqa: F401
+    import weightstep.codecs.weightstep_codec  # noqa: F401
     import weightstep.video.readers  # noqa: F401
     import weightstep.video.writers  # noqa: F401
 
