@@ -57,6 +57,7 @@ from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
 from weightstep.video import Video
 
 SECTION = "NETW"
+LARGE_RENDER = 1 << 22  # pixels (all frames) from which rendering shows a progress bar
 FINETUNE_MIN_SHARE = 0.1  # of a time budget kept for the fine-tune after pruning, however many epochs may fit
 
 # A training batch: a callable that, given the network, returns (prediction, target).
@@ -216,7 +217,12 @@ class FullSequenceCodec(Codec):
         order = list(range(net.frames)) if indices is None else list(indices)
         device = next(net.parameters()).device
         parts = []
-        for start in range(0, len(order), self.RENDER_GROUP):
+        starts = range(0, len(order), self.RENDER_GROUP)
+        if len(order) * net.height * net.width >= LARGE_RENDER:  # a bar when rendering takes a while
+            from weightstep.progress import track
+
+            starts = track(starts, f"{self.name}: rendering {len(order)} frames", total=len(starts))
+        for start in starts:
             group = torch.tensor(order[start:start + self.RENDER_GROUP], dtype=torch.long, device=device)
             parts.append(render(net, weights, group).cpu())
         return torch.cat(parts, dim=0)

@@ -213,3 +213,55 @@ def test_encode_and_decode_refuse_a_missing_output_folder_alike(tmp_path, x264_f
     assert result.exit_code == 2 and "is not a folder" in result.output
     result = runner.invoke(app, ["decode", str(source), "-o", str(tmp_path / "frames") + "/"])
     assert result.exit_code == 0 and len(list((tmp_path / "frames").glob("*.png"))) == 3
+
+
+# Ctrl-C ----------------------------------------------------------------------------------------------
+
+def test_ctrl_c_stops_a_run_cleanly_and_says_how_to_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from weightstep.experiments.store import Store
+
+    points = ", ".join(f"{{ crf = {c} }}" for c in range(10, 50, 2))
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(f"""
+name = "ctrl-c"
+[[datasets]]
+name = "s"
+videos = ["synthetic:testsrc2"]
+frames = 3
+width = 64
+height = 48
+[[techniques]]
+label = "H.264"
+codec = "x264"
+params = {{ preset = "ultrafast" }}
+rate_points = [{points}]
+""")
+    run_dir = tmp_path / "run"
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "WEIGHTSTEP_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-c", "from weightstep.cli import main; main()", "run", str(protocol), "--out",
+            str(run_dir), "--no-report"]
+    process = subprocess.Popen(base, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:  # bounded: the process ends after its 20 jobs at the latest
+        seen.append(line)
+        if line.startswith("done"):
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, rest = process.communicate(timeout=120)
+    stderr = "".join(seen) + rest
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"weightstep run {protocol} --out {run_dir} --resume" in stderr
+    with Store.open(run_dir) as store:
+        assert store.latest_run()["status"] == "interrupted"
+        done_before = sum(1 for s in store.statuses().values() if s == "done")
+    assert 1 <= done_before < 20
+    finished = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{20 - done_before} done now, {done_before} done before" in finished.stdout

@@ -222,9 +222,19 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
                 "command": command or " ".join(sys.argv), "meta": protocol_meta(plan),
                 "keys": [j.key for j in plan.jobs]})
             write_file(run_dir / "protocol.toml", protocol.text.encode("utf-8"))
+            _remove_partial_files(run_dir)
             return _execute(store, run_id, plan, runner, done_keys, echo, report, run_dir, start_clock, enabled())
     finally:
         store.close()
+
+
+def _remove_partial_files(run_dir: Path) -> None:
+    """Delete the temporary files a killed run left half-written (``.NAME.*.part``); the lock is held."""
+    for stale in run_dir.glob("bitstreams/**/.*.part"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
 
 
 def _progress(show: bool):
