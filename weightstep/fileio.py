@@ -10,8 +10,9 @@ from weightstep.errors import InputError
 
 
 def check_output_path(path: str | os.PathLike, *, folder_ok: bool = False) -> Path:
-    """The one rule for every output path (encode, decode, reports): its folder must already exist and
-    be writable; it is never created. ``folder_ok``: ``path`` may itself be a (new or existing) folder.
+    """The one rule for every output path the user names (encode -o, decode -o): its folder must already
+    exist and be writable; it is never created (a run folder's own subfolders are the runner's to make).
+    ``folder_ok``: ``path`` may itself be a (new or existing) folder.
 
     Raises InputError with one line; returns ``path`` as a Path.
     """

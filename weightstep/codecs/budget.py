@@ -163,6 +163,7 @@ def check_network(what: str, build: Callable[[], nn.Module], *, frames: int, hei
     the config's shapes: a stream whose tensors do not match its config fails there, before any
     real network exists. Raises BitstreamError.
     """
+    check_frames(what, frames, height, width)  # the frames alone: refused before even the meta build
     try:
         net_cost = footprint(build, run)
     except (ValueError, RuntimeError, TypeError) as exc:
