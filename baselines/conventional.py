@@ -258,6 +258,9 @@ def decode_stream(data: bytes, identity: str = "decoded") -> Video:
             width, height = int(context.width or 0), int(context.height or 0)
             if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
                 raise BitstreamError(f"the video stream declares a {width}x{height} frame (1 to {MAX_SIDE} a side)")
+            if width % 2 or height % 2:
+                raise BitstreamError(f"the video stream declares a {width}x{height} frame: odd sizes have no 4:2:0 "
+                                     "planes")
             expected = _declared_frames(tags)
             packets = [packet for packet in container.demux(stream)]
             present = sum(1 for p in packets if p.size)

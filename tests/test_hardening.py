@@ -195,6 +195,20 @@ def test_a_file_without_a_usable_video_stream_is_refused():
         harness.decode_bytes(buffer.getvalue())
 
 
+def test_a_stream_declaring_an_odd_frame_size_is_refused():
+    """Found by the fuzzer: a damaged AV1 sequence header (valid checksum) declaring 32x31 reached PyAV's
+    4:2:0 conversion, which asserts on odd sizes."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 31, "yuv420p"
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((31, 32, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+    with pytest.raises(BitstreamError, match="odd sizes"):
+        decode_stream(buffer.getvalue())
+
+
 # one rule for output paths ---------------------------------------------------------------------------
 
 def test_encode_and_decode_refuse_a_missing_output_folder_alike(tmp_path, x264_file):
