@@ -36,8 +36,8 @@ from weightstep.video.avframes import fps_fraction, frame_to_planes, planes_to_f
 # (so `weightstep eval` on a file reports the configuration that made it).
 # A third tag carries a SHA-256 of the elementary stream (global header, every packet with its
 # timestamps) and of the other tags: Matroska has no checksum a decoder checks, so without it a
-# damaged file silently decodes to another video. A file with any WEIGHTSTEP_ tag is ours and must
-# match it; files without our tags (from other tools) are decoded as they are.
+# damaged file silently decodes to another video. A file carrying it must match it; files without
+# it (from other tools, or ours from before checksums) are decoded as they are.
 FRAMES_TAG = "WEIGHTSTEP_FRAMES"
 CODEC_TAG = "WEIGHTSTEP_CODEC"
 CONFIG_TAG = "WEIGHTSTEP_CONFIG"
@@ -309,9 +309,8 @@ def _declared_frames(tags: dict[str, str]) -> int | None:
 
 def _check_digest(tags: dict[str, str], extradata: bytes | None, packets) -> None:
     stored = tags.get(CHECKSUM_TAG)
-    if stored is None:
-        raise BitstreamError("damaged file (or written before checksums): it carries weightstep tags but no "
-                             "stream checksum")
+    if stored is None:  # written before checksums existed: decoded as before (golden files are such)
+        return
     if stream_digest(tags, extradata, packets) != stored.strip().lower():
         raise BitstreamError("damaged file: the elementary stream does not match its checksum")
 

@@ -28,29 +28,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from baselines.fullseq import (
+    LAMBDA_ALIASES,
     Batch,
     FullSequenceCodec,
     device_param,
     epochs_param,
     finetune_param,
     frame_sampler,
+    lambda_param,
     lr_param,
     per_channel_param,
     prune_param,
-    q_lambda_param,
     search_frames_param,
     seed_param,
     time_budget_param,
 )
 from weightstep.config import param
 from weightstep.inr import DipNet, NetworkSpec, dip_noise
-from weightstep.inr.dip import NOISE_KINDS, UPSAMPLE_MODES
 from weightstep.inr.losses import LOSSES
+from weightstep.inr.spec import NOISE_KINDS, UPSAMPLE_MODES
 
 NOISE_SCHEMES = ("independent", "smooth")
 _FIRST_FRAME_STREAM = 2  # noise streams 0 and 1 of the seed belong to DipNet (its own z, its init)
@@ -78,7 +80,8 @@ class FullCnnConfig:
     ssim_alpha: float = param(0.7, "weight of L1 in l1ssim", low=0.0, high=1.0)
     prune: float = prune_param(0.0)
     finetune_epochs: int = finetune_param(20)
-    q_lambda: float = q_lambda_param(1e-4)
+    aliases: ClassVar[dict[str, str]] = LAMBDA_ALIASES
+    lam: float = lambda_param(1e-4)
     per_channel: bool = per_channel_param()
     search_frames: int = search_frames_param()
     seed: int = seed_param()

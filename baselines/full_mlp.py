@@ -17,20 +17,21 @@ Decoding queries every pixel of every frame, one frame per forward pass (in chun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from baselines.fullseq import (
+    LAMBDA_ALIASES,
     Batch,
     FullSequenceCodec,
     device_param,
     epochs_param,
     finetune_param,
+    lambda_param,
     per_channel_param,
     prune_param,
-    q_lambda_param,
     search_frames_param,
     seed_param,
     time_budget_param,
@@ -62,7 +63,8 @@ class FullMlpConfig:
                              "kind's default: siren 1e-3, fourier 1e-2", low=0.0, high=1.0)
     prune: float = prune_param(0.0)
     finetune_epochs: int = finetune_param(2)
-    q_lambda: float = q_lambda_param(1e-4)
+    aliases: ClassVar[dict[str, str]] = LAMBDA_ALIASES
+    lam: float = lambda_param(1e-4)
     per_channel: bool = per_channel_param()
     search_frames: int = search_frames_param()
     seed: int = seed_param()

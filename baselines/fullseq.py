@@ -9,7 +9,7 @@ module runs the rest the same way for all of them:
    ``time_budget`` (see :func:`plan_steps`), Rich progress with PSNR;
 2. optionally prune (global magnitude, :mod:`baselines.prune`) and fine-tune with the
    pruned weights held at zero for ``finetune_epochs``;
-3. quantise with the shared rate-distortion step search (MSE + ``q_lambda`` * bpp, bpp over
+3. quantise with the shared rate-distortion step search (MSE + ``lambda`` * bpp, bpp over
    the whole clip) and entropy-code with constriction (:func:`baselines.prune.code_network`);
 4. render every frame from exactly the dequantised weights (closed loop: ``reconstruction``)
    and write the checked container (header: config, geometry, seeds; one ``NETW`` section).
@@ -50,7 +50,7 @@ from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, mse, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import build, param
-from weightstep.device import device_label, resolve_device
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError
 from weightstep.inr import FitConfig, FitReport, StepOutput, fit
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
@@ -91,9 +91,14 @@ def finetune_param(default: int) -> Any:
     return param(default, "epochs of fine-tuning after pruning, pruned weights held at zero", low=0, high=10**6)
 
 
-def q_lambda_param(default: float) -> Any:
-    return param(default, "rate weight of the quantisation step search: minimises MSE + q_lambda * bpp "
-                 "with the real coded bits (as for every weightstep codec)", low=0.0)
+LAMBDA_ALIASES = {"lambda": "lam", "q_lambda": "lam"}  # -p lambda=... (a Python keyword); q_lambda: old name
+
+
+def lambda_param(default: float) -> Any:
+    return param(default, "lambda, the one rate-distortion knob of every INR codec: the quantisation step "
+                 "search minimises MSE (on [0,1] RGB) + lambda * bpp with the real coded bits; about 1e-4 is "
+                 "a high rate, 1e-3 mid, 1e-2 low (alias: lambda; q_lambda, its old name, is accepted)",
+                 low=0.0, high=1e3)
 
 
 def per_channel_param() -> Any:
@@ -297,7 +302,7 @@ class FullSequenceCodec(Codec):
             return mse(self.render_frames(net, weights, probe_frames), probe_target)
 
         trained = {name: p.detach() for name, p in net.named_parameters()}
-        section, weights, coding = code_network(trained, distortion, cfg.q_lambda, frames * height * width,
+        section, weights, coding = code_network(trained, distortion, cfg.lam, frames * height * width,
                                                 cfg.per_channel, masks=masks)
         frames_out = self.render_frames(net, weights)
         self.reconstruction = frames_out
@@ -305,7 +310,7 @@ class FullSequenceCodec(Codec):
         facts.update({"coding": coding, "weight_bytes": len(section), "coded_psnr_clip": psnr_from_mse(coded_mse)})
         header = {"config": dataclasses.asdict(cfg), "width": width, "height": height, "frames": frames,
                   "fps": float(video.fps), "bit_depth": 8, "format": self.FORMAT, "seeds": self.seeds(),
-                  **self.header_extra(net)}
+                  "encoded_on": stream_device(self.device), **self.header_extra(net)}
         data = Container(codec=self.name, header=header, sections=[(SECTION, section)]).to_bytes()
         facts.update(self.header_extra(net))
         return Encoded(data=data, per_frame_bits=[None] * frames, extra=facts)
@@ -335,8 +340,8 @@ class FullSequenceCodec(Codec):
             return net(torch.arange(count, dtype=torch.long, device="cpu"))
 
         budget.check_network(f"{self.name} stream", build_network, frames=frames, height=height, width=width,
-                             run=one_group, read_weights=lambda shapes: decode_network(
-                                 section, shapes, prunable_names(shapes)))
+                             run=one_group, read_weights=lambda meta: decode_network(
+                                 section, parameter_shapes(meta), prunable_names(parameter_shapes(meta))))
         net = build_network().to(self.device)
         for key, value in self.header_extra(net).items():
             if header.get(key) != value:

@@ -9,7 +9,7 @@ Encoding follows the paper's pipeline: fit with alpha * L1 + (1 - alpha) * (1 - 
 alpha = 0.7 (a step is a mini-batch of ``batch_frames`` frames; NeRV uses 1), then global
 magnitude pruning of the kernels and a short fine-tune with the pruned weights held at zero,
 then quantisation and entropy coding. Where NeRV quantises to a fixed bit width and reports
-an estimated size, here the shared step search (MSE + q_lambda * bpp over the real coded
+an estimated size, here the shared step search (MSE + lambda * bpp over the real coded
 bits) picks the step and the rate is the bytes of a file that decodes; pruned weights cost
 only their mask bits. The header carries the up-scaling plan, which the decoder re-derives
 from the config and checks.
@@ -18,22 +18,23 @@ from the config and checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from baselines.fullseq import (
+    LAMBDA_ALIASES,
     Batch,
     FullSequenceCodec,
     device_param,
     epochs_param,
     finetune_param,
     frame_sampler,
+    lambda_param,
     lr_param,
     per_channel_param,
     prune_param,
-    q_lambda_param,
     search_frames_param,
     seed_param,
     time_budget_param,
@@ -65,7 +66,8 @@ class NervConfig:
     ssim_alpha: float = param(0.7, "alpha of the loss (NeRV: 0.7)", low=0.0, high=1.0)
     prune: float = prune_param(0.4)
     finetune_epochs: int = finetune_param(30)
-    q_lambda: float = q_lambda_param(1e-4)
+    aliases: ClassVar[dict[str, str]] = LAMBDA_ALIASES
+    lam: float = lambda_param(1e-4)
     per_channel: bool = per_channel_param()
     search_frames: int = search_frames_param()
     seed: int = seed_param()

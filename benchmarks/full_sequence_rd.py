@@ -9,8 +9,8 @@ roughly a minute on one idle CPU core), which gives the same work, and the same 
 a busy shared machine; the table shows the training seconds each point took. ``--budget S``
 instead gives every point the same wall-time training budget (``time_budget``: fit plus
 pruning fine-tune, the lr schedule laid out over the steps that fit), for equal-time
-comparisons on a machine of steady load. All use the same quantisation step search with ``q_lambda`` (default 1e-3 here,
-as in benchmarks/anchor_codec.py: MSE + q_lambda * bpp). The rate is the bytes of the file that decodes; quality is measured on the
+comparisons on a machine of steady load. All use the same quantisation step search with ``lambda`` (default 1e-3 here:
+MSE + lambda * bpp). The rate is the bytes of the file that decodes; quality is measured on the
 decoded frames by the harness (RGB PSNR: mean over frames; MS-SSIM on RGB). x264 (medium
 preset) is run at several CRFs on the same frames. "epochs" are those the budget allowed (NeRV:
 fit + fine-tune after pruning), "train s" the training time. Encode time is the whole encode
@@ -54,7 +54,7 @@ def label(params: dict[str, Any]) -> str:
 def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int = 30,
          budget: Annotated[float | None, typer.Option(help="equal wall-time training budget per INR point, "
                                                                   "seconds (default: the epochs of EPOCHS)")] = None,
-         threads: int = 1, q_lambda: float = 1e-3, device: str = "cpu",
+         threads: int = 1, lam: float = 1e-3, device: str = "cpu",
          codecs: Annotated[list[str], typer.Option("--codecs")] = ["full-mlp", "full-cnn", "nerv", "x264"],  # noqa: B006
          crf: Annotated[list[int], typer.Option("--crf")] = CRFS,  # noqa: B006
          markdown: bool = True) -> None:
@@ -63,7 +63,7 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
     effort = (f"training budget {budget:g} s per point" if budget is not None else
               "epochs " + ", ".join(f"{name} {label(value)}" for name, value in EPOCHS.items()))
     title = (f"{source.identity}: first {source.frames} frames, {source.width}x{source.height}; INR {effort}; "
-             f"q_lambda {q_lambda:g}, torch threads {threads}, device {device}")
+             f"lambda {lam:g}, torch threads {threads}, device {device}")
     columns = ("codec", "setting", "params", "epochs", "train s", "bytes", "bpp", "PSNR RGB", "MS-SSIM", "enc s",
                "dec fps")
     rows: list[list[str]] = []
@@ -72,7 +72,7 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
     for name in codecs:
         if name in POINTS:
             effort = EPOCHS[name] if budget is None else {"epochs": 100_000, "time_budget": budget}
-            jobs = [{**point, **effort, "q_lambda": q_lambda, "device": device} for point in POINTS[name]]
+            jobs = [{**point, **effort, "lambda": lam, "device": device} for point in POINTS[name]]
             shown = POINTS[name]
         else:
             jobs = [{"crf": value, "preset": "medium"} if name in ("x264", "x265") else {"crf": value}

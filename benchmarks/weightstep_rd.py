@@ -3,8 +3,8 @@
     python benchmarks/weightstep_rd.py --frames 30 --out /tmp/ws_rd.jsonl
 
 On the first frames of a clip, for each update kind (l0, dct, dense) and schedule (two-stage,
-single-stage), codes the clip at each rate point (lambda on the open gates together with the
-quantisation q_lambda), then x264 and x265 at five crf values on the same frames, and prints
+single-stage), codes the clip at each rate point (lambda: every fit, gate penalty and quantisation
+step search minimises MSE + lambda * bpp), then x264 and x265 at five crf values on the same frames, and prints
 bpp, RGB PSNR, MS-SSIM, encode seconds per frame, decode frames per second and the BD-rate
 (PCHIP, RGB PSNR) of every weight-step variant against x264. Each finished encode is appended
 to --out as one JSON line, and an existing file is resumed, so a long run can be stopped and
@@ -27,8 +27,8 @@ from weightstep.errors import MetricError
 from weightstep.metrics import bd_rate
 from weightstep.video import ReadOptions, open_video
 
-# (lambda on expected open gates, q_lambda of the quantisation step searches): one rate point each
-RATE_POINTS = [(1e-8, 1e-5), (1e-7, 1e-4), (1e-6, 1e-3), (1e-5, 1e-2)]
+# lambda of D + lambda * bpp: one rate point each
+RATE_POINTS = [1e-4, 3e-4, 1e-3, 3e-3]
 CRFS = [18, 23, 28, 33, 38]
 
 
@@ -37,11 +37,10 @@ def jobs(model: dict[str, str]) -> list[tuple[str, dict]]:
     stopped early still compares every variant."""
     out = [(codec, {"crf": crf}) for codec in ("x264", "x265") for crf in CRFS]
     for point in (1, 2, 0, 3):
-        lam, q_lambda = RATE_POINTS[point]
         for update in ("l0", "dct", "dense"):
             for schedule in ("two-stage", "single-stage"):
-                out.append((f"ws-{update}-{schedule}", {"update": update, "schedule": schedule, "lam": lam,
-                                                         "q_lambda": q_lambda, **model}))
+                out.append((f"ws-{update}-{schedule}", {"update": update, "schedule": schedule,
+                                                         "lambda": RATE_POINTS[point], **model}))
     return out
 
 
@@ -81,7 +80,7 @@ def report(rows: list[dict], frames: int, video: str) -> None:
     for row in sorted(rows, key=lambda r: (r["label"], r["bpp"])):
         curves.setdefault(row["label"], []).append(row)
         point = (f"crf {row['params']['crf']}" if "crf" in row["params"]
-                 else f"λ {row['params']['lam']:g} / q {row['params']['q_lambda']:g}")
+                 else f"λ {row['params']['lambda']:g}")
         bits = row["per_frame_bits"]
         steps = [b for b in bits[1:] if b is not None]
         table.add_row(row["label"], point, f"{row['bpp']:.4f}", f"{row['psnr_rgb']:.2f}", f"{row['ms_ssim']:.4f}",

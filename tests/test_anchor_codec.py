@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from streams import container_layout
 from typer.testing import CliRunner
 
 from weightstep import registry
@@ -14,9 +15,18 @@ from weightstep.errors import BitstreamError
 from weightstep.inr import FitConfig, fit_image
 from weightstep.video import Video
 
-QUICK = {"siren": {"width": "24", "depth": "2", "anchor_steps": "80", "anchor_lr": "5e-3"},
-         "fourier": {"width": "24", "depth": "2", "fourier_features": "32", "fourier_sigma": "3", "anchor_steps": "80"},
-         "dip": {"dip_channels": "8", "dip_levels": "2", "anchor_steps": "80"}}
+QUICK = {"siren": {"inr": "siren", "width": "24", "depth": "2", "anchor_steps": "80", "anchor_lr": "5e-3"},
+         "fourier": {"inr": "fourier", "width": "24", "depth": "2", "fourier_features": "32", "fourier_sigma": "3",
+                     "anchor_steps": "80"},
+         "dip": {"inr": "dip", "dip_channels": "8", "dip_levels": "2", "anchor_steps": "80"},
+         "grid": {"inr": "grid", "grid_levels": "4", "grid_hidden": "8", "anchor_steps": "150", "lambda": "1e-5"}}
+
+
+# Quality floors: mean - 3 sd of the coded PSNR over seeds 0-7 at the default lambda (1e-3), measured
+# with the per-tensor steps: siren 30.14 +- 2.30 (27.8 to 35.3), fourier 28.44 +- 1.03, dip 25.96 +- 1.57,
+# grid 23.27 +- 0.78 dB (lambda 1e-5, 150 steps). A tiny fit's quality moves that much with its seed, so
+# one seed cannot be held tighter here; tests/test_rd_pins.py pins seed-averaged figures.
+FLOORS = {"siren": 23.2, "fourier": 25.4, "dip": 21.2, "grid": 20.9}
 
 
 def smooth_frame(size=32):
@@ -37,24 +47,30 @@ def frame():
     return smooth_frame()
 
 
-@pytest.mark.parametrize("inr", ["siren", "fourier", "dip"])
+@pytest.mark.parametrize("inr", ["siren", "fourier", "dip", "grid"])
 def test_decode_reproduces_the_encoder_reconstruction_exactly(inr, frame, tmp_path):
-    codec = registry.create("weightstep", {"inr": inr, "device": "cpu", **QUICK[inr]})
+    codec = registry.create("weightstep", {"device": "cpu", **QUICK[inr]})
     result = harness.run(codec, frame, tmp_path / "a.wsv")
     decoded = codec.decode((tmp_path / "a.wsv").read_bytes())
     assert np.array_equal(decoded.rgb()[0], codec.reconstruction[0].numpy())
     assert result.bytes == result.file_bytes == (tmp_path / "a.wsv").stat().st_size
-    assert result.per_frame[0]["bits"] == 8 * result.bytes
+    layout = container_layout((tmp_path / "a.wsv").read_bytes())
+    assert layout.end == result.bytes and [tag for tag, _ in layout.sections] == ["ANCH"]
+    assert result.per_frame[0]["bits"] == 8 * (layout.preamble + layout.section_bytes(0))
+    anchor = result.extra["anchor"]
+    coded = anchor["weight_bytes"] + anchor.get("latent_bytes", 0)  # a grid section adds a varint length
+    assert layout.sections[0][1] - coded == (0 if inr != "grid" else 1 + (anchor["weight_bytes"] > 127))
     anchor = result.extra["anchor"]
     assert anchor["parameters"] > 0 and anchor["coded_psnr"] == pytest.approx(result.psnr_rgb, abs=1e-3)
-    assert result.psnr_rgb > mean_colour_psnr(frame) + 6  # measured 36.4 / 31.6 / 26.5 dB against 17.3 dB
+    assert result.psnr_rgb > FLOORS[inr] > mean_colour_psnr(frame) + 3  # the mean colour gives 17.3 dB
 
 
 def test_a_fresh_codec_instance_decodes_the_same_frame(frame):
     params = {"device": "cpu", **QUICK["siren"]}
     encoder = registry.create("weightstep", params)
     data = encoder.encode(frame).data
-    other = harness.decode_bytes(data)[1]  # codec chosen and configured from the file alone
+    other = harness.decode_bytes(data, device="cpu")[1]  # configured from the file alone, on the CPU it
+    assert container_layout(data).header["encoded_on"] == "cpu"  # was encoded on: exact match promised
     assert np.array_equal(other.rgb()[0], encoder.reconstruction[0].numpy())
 
 

@@ -3,7 +3,7 @@
 import hashlib
 import json
 import struct
-import time
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -67,7 +67,6 @@ def test_round_trip_and_canonical_bytes():
 def test_fuzz_truncations_and_flips():
     data = _sample().to_bytes()
     rng = np.random.default_rng(12345)
-    start = time.perf_counter()
     for _ in range(500):
         cut = int(rng.integers(0, len(data)))
         with pytest.raises(BitstreamError):
@@ -86,7 +85,6 @@ def test_fuzz_truncations_and_flips():
         junk = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
         with pytest.raises(BitstreamError):
             Container.from_bytes(data[:pos] + junk + data[pos:])
-    assert time.perf_counter() - start < 20  # generous: a decode that hangs would blow far past this
 
 
 def test_foreign_and_empty_files():
@@ -113,10 +111,14 @@ def test_unsupported_version():
 ])
 def test_absurd_geometry_refused_before_allocation(header):
     data = _raw_file(_json({"codec": "x", **header}))
-    start = time.perf_counter()
-    with pytest.raises(BitstreamError):
-        Container.from_bytes(data)
-    assert time.perf_counter() - start < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(BitstreamError):
+            Container.from_bytes(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"refusing the header allocated {peak} bytes"  # memory, not time, is the check
     with pytest.raises(BitstreamError):
         check_geometry(header)
     with pytest.raises(ValueError):

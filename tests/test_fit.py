@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from weightstep.errors import ConfigError
 from weightstep.inr import FitConfig, NetworkSpec, StepOutput, build_network, fit, fit_image, lr_factor
 
 torch.set_num_threads(1)
+fit_module = importlib.import_module("weightstep.inr.fit")  # the module (the package exports the function `fit`)
 
 
 def synthetic_image(height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
@@ -28,11 +30,14 @@ def synthetic_image(height: int = 32, width: int = 32, seed: int = 0) -> torch.T
     return image.unsqueeze(0)
 
 
-# kind -> (spec, lr, steps, PSNR floor in dB); floors sit ~3 dB below what was observed
+# kind -> (spec, lr, steps, PSNR floor in dB). Floors are the mean - 3 sd of the final PSNR over
+# network and fit seeds 0-7 (measured: siren 30.65 +- 0.89, fourier 28.60 +- 1.65, dip 28.91 +- 0.89
+# dB; seed 0 gives 31.60, 27.96, 27.81), so a change that only re-seeds these fits cannot fail them.
+# These say "it fits"; tests/test_rd_pins.py holds the tight, seed-averaged quality checks.
 CASES = {
-    "siren": (NetworkSpec("siren", width=32, depth=3), 3e-3, 40, 28.5),
-    "fourier": (NetworkSpec("fourier", width=64, depth=2, fourier_features=64), 1e-2, 40, 25.0),
-    "dip": (NetworkSpec("dip", dip_channels=16, dip_levels=3, dip_noise="normal"), 1e-2, 80, 24.5),
+    "siren": (NetworkSpec("siren", width=32, depth=3), 3e-3, 40, 28.0),
+    "fourier": (NetworkSpec("fourier", width=64, depth=2, fourier_features=64), 1e-2, 40, 23.6),
+    "dip": (NetworkSpec("dip", dip_channels=16, dip_levels=3, dip_noise="normal"), 1e-2, 80, 26.2),
 }
 
 
@@ -71,10 +76,13 @@ def test_fitting_is_deterministic():
         assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True)), kind
 
 
-def test_time_budget_stops_early():
+def test_time_budget_stops_early(monkeypatch, fake_clock):
+    # an injected clock: every reading is 10 ms after the last, so a 50 ms budget is 5 steps
+    clock = fake_clock(per_call=0.01)
+    monkeypatch.setattr(fit_module, "time", clock)
     model = build_network(CASES["siren"][0], 32, 32)
     report = fit_image(model, synthetic_image(), FitConfig(steps=10_000, time_budget_s=0.05), progress=False)
-    assert 1 <= report.steps_done < 10_000
+    assert report.steps_done == 5
     assert report.stopped_by == "time_budget"
     assert report.history[-1].step == report.steps_done - 1
 

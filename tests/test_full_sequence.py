@@ -1,7 +1,7 @@
 """Full-sequence baselines (full-mlp, full-cnn) and the pruning/sparse coding they share with NeRV."""
 
+import importlib
 import json
-import time
 from pathlib import Path
 
 import jsonschema
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from clips import moving_clip
+from streams import container_layout
 from typer.testing import CliRunner
 
 from baselines.full_cnn import frame_noise
@@ -63,19 +64,29 @@ def test_decode_equals_the_encoder_reconstruction(name, runs, clip):
     decoded = codec.decode(data)
     assert decoded.rgb().shape == (4, 3, 32, 32)
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
-    fresh = harness.decode_bytes(data)[1]  # codec and its config rebuilt from the file alone
+    # codec and its config rebuilt from the file alone; an exact match is promised on the device
+    # kind the file was encoded on (its header says so), so the decoder is pinned to the CPU too
+    assert container_layout(data).header["encoded_on"] == "cpu"
+    fresh = harness.decode_bytes(data, device="cpu")[1]
     assert np.array_equal(fresh.rgb(), codec.reconstruction.numpy())
     assert result.bytes == result.file_bytes == len(data)
     assert result.bpp == pytest.approx(8 * len(data) / (4 * 32 * 32))
-    assert all(frame["bits"] is None for frame in result.per_frame)  # one network for all frames
+    # one network for all frames: no frame has bits of its own; the file is the header and one
+    # section, whose size (read from the file) is the weights' coded size the encoder reports
+    assert all(frame["bits"] is None for frame in result.per_frame)
+    layout = container_layout(data)
+    assert [tag for tag, _ in layout.sections] == ["NETW"] and layout.end == len(data)
+    assert result.extra["weight_bytes"] == layout.sections[0][1]
     assert result.extra["coded_psnr_clip"] > 0 and result.extra["parameters"] > 0
 
 
 @pytest.mark.parametrize("name", list(QUICK))
 def test_psnr_rises_above_a_floor_within_a_few_epochs(name, runs, clip):
     _, result, _ = runs[name]
-    # measured: full-mlp 39 dB, full-cnn 28 dB after these few epochs; the mean colour gives 17.3 dB
-    assert result.psnr_rgb > mean_colour_psnr(clip) + 6
+    # floors: mean - 3 sd over seeds 0-7 (measured: full-mlp 37.73 +- 2.53, full-cnn 27.33 +- 0.66 dB; seed 0
+    # gives 39.0 and 28.1); the mean colour gives 17.3 dB. tests/test_rd_pins.py holds the tight checks.
+    floor = {"full-mlp": 30.1, "full-cnn": 25.4}[name]
+    assert result.psnr_rgb > floor > mean_colour_psnr(clip) + 6
 
 
 def test_json_result_is_valid(runs):
@@ -102,7 +113,7 @@ def test_cnn_with_independent_noise_and_no_skips_round_trips(clip, tmp_path):
     codec = registry.create("full-cnn", {**QUICK["full-cnn"], "epochs": "20", "noise": "independent",
                                          "dip_skips": "false"})
     result = harness.run(codec, clip, tmp_path / "c.wsv")
-    decoded = harness.decode_bytes((tmp_path / "c.wsv").read_bytes())[1]
+    decoded = harness.decode_bytes((tmp_path / "c.wsv").read_bytes(), device="cpu")[1]  # encoded on the CPU
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.psnr_rgb > mean_colour_psnr(clip) + 3
 
@@ -112,30 +123,46 @@ def test_fourier_mlp_round_trips(clip, tmp_path):
               "epochs": "20", "batch": "512", "device": "cpu"}
     codec = registry.create("full-mlp", params)
     result = harness.run(codec, clip, tmp_path / "f.wsv")
-    decoded = harness.decode_bytes((tmp_path / "f.wsv").read_bytes())[1]
+    decoded = harness.decode_bytes((tmp_path / "f.wsv").read_bytes(), device="cpu")[1]  # encoded on the CPU
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.extra["lr"] == 1e-2  # the Fourier MLP's own default rate
     assert result.psnr_rgb > mean_colour_psnr(clip) + 5  # measured 24.8 dB
 
 
-def test_time_budget_ends_training_early(clip):
+def test_time_budget_ends_training_early(clip, monkeypatch, fake_clock):
+    # an injected clock that reads 10 ms later each time: probing times each step at 10 ms, so a
+    # 0.3 s budget plans floor(0.85 * 0.3 / 0.01) = 25 steps however fast this machine is
+    import baselines.fullseq as fullseq
+
+    clock = fake_clock(per_call=0.01)
+    monkeypatch.setattr(fullseq, "time", clock)
+    monkeypatch.setattr(importlib.import_module("weightstep.inr.fit"), "time", clock)
     codec = registry.create("full-mlp", {**QUICK["full-mlp"], "epochs": "100000", "time_budget": "0.3"})
     encoded = codec.encode(clip)
     fit = encoded.extra["fit"]
-    assert fit["steps"] < 100000 * 8  # far fewer than the epochs ask for: the budget set the schedule
+    assert fit["planned_steps"] == 25 and fit["steps"] == 25 and fit["stopped_by"] == "steps"
     assert np.array_equal(codec.decode(encoded.data).rgb(), codec.reconstruction.numpy())
 
 
-def test_a_time_budget_plans_no_more_steps_than_fit_in_it():
+def test_a_time_budget_plans_no_more_steps_than_fit_in_it(monkeypatch, fake_clock):
+    import baselines.fullseq as fullseq
+
+    clock = fake_clock()
+    monkeypatch.setattr(fullseq, "time", clock)
     calls = []
+    step_s = 0.0625  # what one step takes on the injected clock (a binary fraction: exact sums)
 
     def probe():
         calls.append(1)
-        time.sleep(0.05)
+        clock.advance(step_s)
 
     assert plan_steps(1000, None, probe) == 1000 and not calls  # no budget: the epochs decide, no probing
-    assert 1 <= plan_steps(10**6, 1.0, probe) <= 17  # each step takes at least 0.05 s; 15 % is kept back
+    assert plan_steps(10**6, 1.0, probe) == 13  # floor(0.85 * 1.0 / 0.0625): 15 % is kept back
+    assert len(calls) == 1 + 3  # one warm-up, then the minimum of 3 timed probes (each over 3 % of 1 s)
     assert plan_steps(3, 100.0, probe) == 3  # the epochs stay a cap
+    calls.clear()
+    assert plan_steps(10**6, 64.0, probe) == 870  # floor(0.85 * 64 / 0.0625)
+    assert len(calls) == 1 + 7  # a long budget: probes continue to the maximum of 7 while under 3 % of it
     assert evenly_spaced(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29] and evenly_spaced(5, 0) == [0, 1, 2, 3, 4]
 
 
@@ -271,9 +298,9 @@ def test_codecs_are_listed_and_the_cli_round_trips_a_full_sequence_file(tmp_path
     listing = runner.invoke(app, ["codecs", "--json"])
     assert listing.exit_code == 0
     entries = {entry["name"]: entry for entry in json.loads(listing.stdout)}
-    for name, needed in {"full-mlp": {"width", "epochs", "time_budget", "prune", "q_lambda"},
-                         "full-cnn": {"dip_channels", "dip_skips", "epochs", "time_budget", "prune", "q_lambda"},
-                         "nerv": {"channels", "epochs", "time_budget", "prune", "q_lambda"}}.items():
+    for name, needed in {"full-mlp": {"width", "epochs", "time_budget", "prune", "lambda (lam)"},
+                         "full-cnn": {"dip_channels", "dip_skips", "epochs", "time_budget", "prune", "lambda (lam)"},
+                         "nerv": {"channels", "epochs", "time_budget", "prune", "lambda (lam)"}}.items():
         assert needed <= {p["name"] for p in entries[name]["parameters"]}
     out = tmp_path / "m.wsv"
     params = ["-p", "width=16", "-p", "depth=2", "-p", "epochs=2", "-p", "batch=1024", "-p", "device=cpu"]
@@ -283,10 +310,10 @@ def test_codecs_are_listed_and_the_cli_round_trips_a_full_sequence_file(tmp_path
     record = json.loads(enc.stdout)
     jsonschema.validate(record, SCHEMA)
     assert record["codec"] == "full-mlp" and record["bytes"] == out.stat().st_size
-    dec = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m")])
+    dec = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--device", "cpu"])
     assert dec.exit_code == 0, dec.output
-    ev = runner.invoke(app, ["eval", str(out), *video, "--json"])
-    assert ev.exit_code == 0, ev.output
+    ev = runner.invoke(app, ["eval", str(out), *video, "--device", "cpu", "--json"])  # where it was encoded:
+    assert ev.exit_code == 0, ev.output  # the same frames, so the same PSNR
     assert json.loads(ev.stdout)["psnr_rgb"] == pytest.approx(record["psnr_rgb"])
     bad = runner.invoke(app, ["encode", *video, "--codec", "full-mlp", "-p", "widht=3", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "width" in bad.stderr

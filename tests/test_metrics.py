@@ -1,10 +1,11 @@
-"""Metrics: PSNR against FFmpeg's psnr filter, MS-SSIM sanity, BD-rate identities, measure()."""
+"""Metrics: PSNR against FFmpeg's psnr filter, MS-SSIM sanity, BD-rate against the bjontegaard package, measure()."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 
 import av
+import bjontegaard  # test-only dependency (the dev extra): an independent BD-rate
 import numpy as np
 import pytest
 import pytorch_msssim
@@ -129,6 +130,50 @@ def test_bd_identities(method):
     assert bd_quality(r, q, r, q + 1.0, method=method) == pytest.approx(1.0, rel=1e-6)
     order = [3, 0, 4, 1, 2]  # unsorted input is sorted first
     assert bd_rate(r, q, 0.9 * r[order], q[order], method=method) == pytest.approx(-10.0, rel=1e-6)
+
+
+def _curved_pair():
+    """Two concave RD curves (PSNR quadratic in log-rate), unevenly spaced, crossing: no constant shift."""
+    ra = np.array([0.021, 0.048, 0.11, 0.23, 0.47])
+    rt = np.array([0.018, 0.035, 0.09, 0.19, 0.52])
+    la, lt = np.log10(ra / 0.01), np.log10(rt / 0.01)
+    return ra, 24 + 9 * la - 1.1 * la**2, rt, 24.6 + 8.2 * lt - 0.7 * lt**2
+
+
+@pytest.mark.parametrize("method", ["pchip", "akima"])
+def test_bd_on_curved_data_matches_the_bjontegaard_package(method):
+    ra, qa, rt, qt = _curved_pair()
+    reference_rate = bjontegaard.bd_rate(ra, qa, rt, qt, method=method)
+    reference_psnr = bjontegaard.bd_psnr(ra, qa, rt, qt, method=method)
+    assert bd_rate(ra, qa, rt, qt, method=method) == pytest.approx(reference_rate, rel=1e-9, abs=1e-9)
+    assert bd_quality(ra, qa, rt, qt, method=method) == pytest.approx(reference_psnr, rel=1e-9, abs=1e-9)
+    # the data is curved enough that the method matters: the old cubic polynomial fit differs by far
+    # more than the tolerance above, so a change of interpolation would be caught
+    cubic = bjontegaard.bd_rate(ra, qa, rt, qt, method="cubic")
+    assert abs(cubic - reference_rate) > 1e-3
+
+
+def test_bd_pinned_values():
+    # exact values, computed with the bjontegaard package 1.3.0 (an independent implementation)
+    ra, qa, rt, qt = _curved_pair()
+    assert bd_rate(ra, qa, rt, qt) == pytest.approx(-8.350848307038817, rel=1e-9)
+    assert bd_quality(ra, qa, rt, qt) == pytest.approx(0.260290852902664, rel=1e-9)
+    # README: x265 against x264 on 120 frames of carphone (bytes, RGB PSNR): -14.8 %
+    x264 = [89977, 46948, 26032, 15516, 9934], [38.22, 35.26, 32.35, 29.60, 26.99]
+    x265 = [97087, 49408, 25402, 13443, 7839], [39.06, 35.99, 32.84, 30.04, 27.35]
+    assert bd_rate(*x264, *x265) == pytest.approx(-14.895849031253594, rel=1e-9)
+    assert bd_rate(*x264, *x265, method="akima") == pytest.approx(-14.902313205052808, rel=1e-9)
+
+
+def test_bd_rate_is_exact_where_log_rate_is_linear_in_quality():
+    # log-rate linear in quality on both curves (curved in rate, a different slope each): every
+    # piecewise-cubic interpolant is exact, and the mean gap over the overlap [lo, hi] is in closed form
+    q = np.array([26.0, 29.0, 31.5, 34.0, 38.0])
+    anchor, test = np.exp(-3.0 + 0.15 * q), np.exp(-2.2 + 0.12 * q[:-1])
+    lo, hi = 26.0, 34.0
+    gap = (-2.2 - -3.0) + (0.12 - 0.15) * (lo + hi) / 2
+    for method in ("pchip", "akima"):
+        assert bd_rate(anchor, q, test, q[:-1], method=method) == pytest.approx(np.expm1(gap) * 100, rel=1e-9)
 
 
 def test_bd_refusals():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from clips import moving_clip
+from streams import container_layout
 
 from baselines.nerv_model import FACTORS, NervNet, channel_plan, plan_upscale, positional_encoding
 from baselines.prune import decode_network, prunable_names
@@ -95,8 +96,12 @@ def coded(clip, tmp_path_factory):
 def test_decode_equals_the_encoder_reconstruction(coded):
     codec, result, data = coded
     assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
-    assert np.array_equal(harness.decode_bytes(data)[1].rgb(), codec.reconstruction.numpy())
-    assert result.bytes == len(data) and all(f["bits"] is None for f in result.per_frame)
+    assert container_layout(data).header["encoded_on"] == "cpu"  # exact match: decoded on the same kind
+    assert np.array_equal(harness.decode_bytes(data, device="cpu")[1].rgb(), codec.reconstruction.numpy())
+    assert result.bytes == len(data) and all(f["bits"] is None for f in result.per_frame)  # one network
+    layout = container_layout(data)  # read from the file, not from the encoder's record
+    assert [tag for tag, _ in layout.sections] == ["NETW"] and layout.end == len(data)
+    assert result.extra["weight_bytes"] == layout.sections[0][1]
     assert Container.from_bytes(data).header["upscale"] == {"factors": [2, 2, 2], "stem": [4, 4]}
 
 
@@ -104,7 +109,8 @@ def test_psnr_rises_above_a_floor_within_a_few_epochs(coded, clip):
     _, result, _ = coded
     rgb = clip.rgb()
     floor = 10 * np.log10(1.0 / np.mean((rgb - rgb.mean(axis=(0, 2, 3), keepdims=True)) ** 2))
-    assert result.psnr_rgb > floor + 6  # measured about 33 dB against 17.3 dB for the mean colour
+    # mean - 3 sd over seeds 0-7 (measured: 32.03 +- 1.91 dB; seed 0 gives 33.4); the mean colour gives 17.3 dB
+    assert result.psnr_rgb > 26.3 > floor + 6
 
 
 def test_pruning_removes_the_requested_fraction_and_survives_coding(coded):

@@ -204,7 +204,7 @@ rate_points = [{ crf = 23 }, { crff = 23 }, { crf = 99 }]
 
 [[techniques]]
 label = "later"
-codec = "dvc"
+codec = "not-yet-a-codec"
 """
     problems = check_parameters(parse(text))
     by_index = {(p.technique, p.rate_index): p for p in problems}

@@ -120,7 +120,8 @@ def test_grid_expansion(fakes):
     assert {j.seed for j in plan.jobs if j.technique == "Failing"} == {0, 1}
     assert {j.seed for j in plan.jobs if j.technique == "Fixed seed"} == {7}
     assert by["Absent"].status == "skipped" and "no checkpoint at /nowhere/model.pth" in by["Absent"].reason
-    assert by["DVC"].status == "skipped" and "not registered" in by["DVC"].reason
+    assert by["DVC"].status == "skipped" and "no checkpoint" in by["DVC"].reason  # registered, but needs weights
+    assert "weightstep train dvc" in by["DVC"].reason
     assert by["Typo"].status == "failed" and "unknown parameter 'crff'" in by["Typo"].reason
     assert len({j.key for j in plan.jobs}) == len(plan.jobs)
     assert by["H.264"].video == "synthetic:testsrc2?frames=3&synthetic_width=64&synthetic_height=48"
@@ -173,7 +174,7 @@ def test_run_records_everything_and_failing_jobs_do_not_stop_it(fakes, tmp_path)
     failing = rows[("Failing", 0)]
     assert failing["status"] == "failed" and "RuntimeError: boom" in failing["error"] and "Traceback" in failing["traceback"]
     assert rows[("Absent", 0)]["status"] == "skipped" and "no checkpoint" in rows[("Absent", 0)]["error"]
-    assert rows[("DVC", 1)]["status"] == "skipped" and "not registered" in rows[("DVC", 1)]["error"]
+    assert rows[("DVC", 1)]["status"] == "skipped" and "no checkpoint" in rows[("DVC", 1)]["error"]
     assert rows[("Typo", 0)]["status"] == "failed" and "ConfigError" in rows[("Typo", 0)]["error"]
     assert run["status"] == "finished" and run["git_commit"] and run["versions"]["torch"]
     assert run["device"]["cpu_count"] >= 1 and run["seeds"] == [0] and run["protocol_text"] == protocol.text

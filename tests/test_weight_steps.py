@@ -4,17 +4,20 @@ import itertools
 
 import numpy as np
 import pytest
+from streams import container_layout
 
 from weightstep import registry
 from weightstep.codecs import harness
 from weightstep.codecs.weightstep_codec import ANCHOR, SECTION_FRAMING, STEP
 from weightstep.coding.container import Container
 from weightstep.errors import BitstreamError
+from weightstep.metrics import psnr_rgb
 from weightstep.video import Video
 
 TINY = {"siren": {"width": "16", "depth": "2", "anchor_lr": "5e-3"},
         "fourier": {"width": "16", "depth": "2", "fourier_features": "16", "fourier_sigma": "3"},
-        "dip": {"dip_channels": "4", "dip_levels": "2"}}
+        "dip": {"dip_channels": "4", "dip_levels": "2"},
+        "grid": {"grid_levels": "3", "grid_hidden": "4", "grid_context_hidden": "4", "lambda": "1e-5"}}
 FAST = {"anchor_steps": "30", "step_steps": "8", "device": "cpu", "update_lr": "1e-3", "gate_lr": "0.1"}
 
 
@@ -34,23 +37,31 @@ def clip():
 
 
 @pytest.mark.parametrize("inr,update,schedule", list(itertools.product(
-    ["siren", "fourier", "dip"], ["l0", "dct", "dense"], ["two-stage", "single-stage"])))
-def test_every_combination_round_trips_exactly(inr, update, schedule, clip):
+    ["siren", "fourier", "dip", "grid"], ["l0", "dct", "dense"], ["two-stage", "single-stage"])))
+def test_every_combination_round_trips_exactly(inr, update, schedule, clip, tmp_path):
     codec = registry.create("weightstep", {"inr": inr, "update": update, "schedule": schedule,
-                                           **TINY[inr], **FAST, "log_alpha_init": "0"})
-    result = harness.run(codec, clip)
-    decoded = codec.decode(codec.encode(clip).data)
+                                           "log_alpha_init": "0", **FAST, **TINY[inr]})
+    result = harness.run(codec, clip, tmp_path / "c.wsv")
+    data = (tmp_path / "c.wsv").read_bytes()
+    decoded = codec.decode(data)
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     assert result.frames == 3 and len(result.extra["steps"]) == 2
-    assert sum(f["bits"] for f in result.per_frame) == 8 * result.bytes
+    # each frame's bits against the file itself: frame 0 carries the preamble (fixed fields and
+    # header JSON) and its anchor section; every later frame exactly its own section
+    layout = container_layout(data)
+    assert layout.end == len(data) == result.bytes
+    assert [tag for tag, _ in layout.sections] == [ANCHOR, STEP, STEP]
+    expected = [8 * (layout.preamble + layout.section_bytes(0))] + [8 * layout.section_bytes(i) for i in (1, 2)]
+    assert [f["bits"] for f in result.per_frame] == expected
     assert result.per_frame[0]["bits"] > result.per_frame[1]["bits"]  # the anchor is the expensive frame
 
 
 def test_steps_improve_on_keeping_the_anchor(clip):
     base = {"inr": "siren", **TINY["siren"], **FAST, "step_steps": "60", "lambda": "1e-9", "log_alpha_init": "0"}
-    stepped = harness.run(registry.create("weightstep", base), clip)
-    frozen = harness.run(registry.create("weightstep", {**base, "lambda": "100"}), clip)
-    assert stepped.per_frame[2]["psnr_rgb"] > frozen.per_frame[2]["psnr_rgb"] + 0.5
+    codec = registry.create("weightstep", base)
+    stepped = harness.run(codec, clip)
+    frozen = float(psnr_rgb(clip.rgb()[2:3], codec.reconstruction[:1].numpy())[0])  # the decoded anchor kept
+    assert stepped.per_frame[2]["psnr_rgb"] > frozen + 0.5
 
 
 @pytest.mark.parametrize("update", ["l0", "dct"])
@@ -61,6 +72,7 @@ def test_huge_lambda_changes_nothing_and_costs_only_framing(update, clip):
     result = harness.run(codec, clip)
     assert result.extra["changed_weights"][1:] == [0, 0]
     assert [f["bits"] for f in result.per_frame[1:]] == [8 * (1 + SECTION_FRAMING)] * 2
+    assert [length for _, length in container_layout(codec.encode(clip).data).sections[1:]] == [1, 1]
     frames = codec.reconstruction.numpy()
     assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[1], frames[2])
 
@@ -83,3 +95,19 @@ def test_a_cut_inside_a_step_section_is_refused(clip):
     for cut in (len(data) - 1, len(data) - len(sections[-1][1]) // 2, len(data) - len(sections[-1][1])):
         with pytest.raises(BitstreamError):
             codec.decode(data[:cut])
+
+
+def test_any_instance_decodes_a_file_by_the_files_own_config(clip):
+    # the file's header carries the whole config; a codec set up otherwise (defaults here: a
+    # 96-wide SIREN, l0, one GOP) must decode it as written, as the full-sequence codecs do
+    codec = registry.create("weightstep", {"inr": "fourier", "update": "dct", "gop": "2", **TINY["fourier"], **FAST})
+    data = codec.encode(clip).data
+    stranger = registry.create("weightstep", {"device": "cpu"})
+    assert np.array_equal(stranger.decode(data).rgb(), codec.reconstruction.numpy())
+    # a header whose config the codec refuses is a damaged stream, not a crash
+    container = Container.from_bytes(data)
+    bad = Container(codec=container.codec, header={**container.header, "config": {**container.header["config"],
+                                                                                  "width": -5}},
+                    sections=container.sections).to_bytes()
+    with pytest.raises(BitstreamError, match="invalid config"):
+        stranger.decode(bad)

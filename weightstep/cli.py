@@ -34,6 +34,9 @@ Fps = Annotated[float | None, typer.Option("--fps", help="frame rate (raw .yuv, 
 BitDepth = Annotated[int | None, typer.Option("--bit-depth", help="8 or 10 for a raw .yuv")]
 Matrix = Annotated[str, typer.Option("--matrix", help="colour matrix for RGB: bt709 or bt601")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else there")]
+Device = Annotated[str, typer.Option("--device", help="where to decode our own (INR) files: auto (CUDA when "
+                                     "present), cpu, cuda or cuda:N; exact reproduction of the encoder's frames "
+                                     "needs the kind of device the file was encoded on (its header's encoded_on)")]
 
 
 def handled(func):
@@ -158,14 +161,15 @@ def encode(video: Annotated[str, typer.Argument(help="path, sample:NAME or synth
 @app.command()
 @handled
 def decode(bitstream: Annotated[Path, typer.Argument(help="a file written by `weightstep encode`")],
-           output: Annotated[Path, typer.Option("--output", "-o", help=".y4m, .yuv, .mkv (lossless) or a folder for PNGs")]) -> None:
+           output: Annotated[Path, typer.Option("--output", "-o", help=".y4m, .yuv, .mkv (lossless) or a folder for PNGs")],
+           device: Device = "auto") -> None:
     """Decode a bitstream and write the video."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
     from weightstep.video.writers import check_writable, write_video
 
     check_writable(output)  # before decoding
-    codec, decoded = harness.decode_bytes(read_bytes(bitstream))
+    codec, decoded = harness.decode_bytes(read_bytes(bitstream), device)
     write_video(decoded, output)
     err.print(f"{codec.name}: {decoded.frames} frames {decoded.width}x{decoded.height} -> {output}")
 
@@ -176,7 +180,7 @@ def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `
              video: Annotated[str, typer.Argument(help="the source it was made from")],
              frames: Frames = None, start: Start = 0, crop: Crop = None, downscale: Downscale = 1,
              width: Width = None, height: Height = None, fps: Fps = None, bit_depth: BitDepth = None,
-             matrix: Matrix = "bt709", as_json: Json = False) -> None:
+             matrix: Matrix = "bt709", device: Device = "auto", as_json: Json = False) -> None:
     """Decode BITSTREAM and measure it against VIDEO (read with the same options as at encode)."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
@@ -184,7 +188,7 @@ def evaluate(bitstream: Annotated[Path, typer.Argument(help="a file written by `
 
     data = read_bytes(bitstream)
     source = open_video(video, _read_options(start, frames, crop, downscale, width, height, fps, bit_depth, matrix))
-    result = harness.evaluate(data, source).to_dict()
+    result = harness.evaluate(data, source, device).to_dict()
     if as_json:
         _emit_json(result)
     else:
@@ -242,6 +246,48 @@ def report_command(
     out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv and "
               f"{sum(1 for f in files.files if f.suffix == '.png')} figures", markup=False, highlight=False,
               soft_wrap=True)
+
+
+# neural baselines: training and converting checkpoints (DVC, VCII) ---------------------------------
+@app.command("train")
+@handled
+def train_command(
+        kind: Annotated[str, typer.Argument(help="dvc or vcii")],
+        data: Annotated[list[str], typer.Argument(help="videos (as encode takes them), folders of videos or PNG frames, Vimeo-90k roots")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="checkpoint file to write")],
+        steps: Annotated[int, typer.Option("--steps", help="total optimiser steps")] = 2000,
+        lam: Annotated[float, typer.Option("--lambda", help="DVC: rate-distortion weight (loss = lambda * MSE + bpp; 256..2048); VCII sets its rate by passes instead")] = 256.0,
+        resume: Annotated[bool, typer.Option("--resume", help="continue the checkpoint at --output")] = False,
+        size: Annotated[str, typer.Option("--size", help="network size preset: paper, small or tiny")] = "small",
+        batch: Annotated[int, typer.Option("--batch", help="samples per step")] = 4,
+        crop: Annotated[int, typer.Option("--crop", help="square crop side (a multiple of the network's stride)")] = 128,
+        lr: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 1e-4,
+        checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="steps between checkpoints")] = 200,
+        minutes: Annotated[float | None, typer.Option("--minutes", help="stop (and save) after this wall time")] = None,
+        max_frames: Annotated[int, typer.Option("--max-frames", help="frames read per clip at most")] = 100,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto") -> None:
+    """Train a DVC or VCII checkpoint on DATA (random crops, RD loss with lambda, resumable)."""
+    from baselines.neuralvc.training import train_kind
+
+    summary = train_kind(kind, data, output, steps=steps, lam=lam, resume=resume, preset=size, batch=batch, crop=crop,
+                         lr=lr, checkpoint_every=checkpoint_every, minutes=minutes, max_frames=max_frames, seed=seed,
+                         device=device, echo=lambda text: err.print(text, markup=False, highlight=False))
+    out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("convert")
+@handled
+def convert_command(
+        kind: Annotated[str, typer.Argument(help="dvc or vcii")],
+        sources: Annotated[list[Path], typer.Argument(help="dvc: the public iterN.model; vcii: one *_encoder_*.pth per hierarchy level (3)")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="checkpoint file to write")],
+        lam: Annotated[float | None, typer.Option("--lambda", help="the lambda the weights were trained at (DVC's public model: 2048)")] = None) -> None:
+    """Convert the authors' public weights into a weightstep checkpoint (refused at the first mismatching key)."""
+    from baselines.neuralvc.training import convert_kind
+
+    convert_kind(kind, [str(s) for s in sources], output, lam=lam)
+    out.print(f"wrote {output}", markup=False, highlight=False)
 
 
 def main() -> None:

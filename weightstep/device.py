@@ -44,3 +44,17 @@ def device_label(device: torch.device | str) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+def stream_device(device: torch.device | str) -> str:
+    """What a file records as the device it was encoded on: ``'cpu'`` or ``'cuda (GPU name)'``.
+
+    Float results (a rendered frame) are reproducible bit for bit only on the same kind of
+    device: a decoder compares this with :func:`stream_device` of its own device before
+    promising an exact match. Thread counts are left out: they do not change the results.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda ({torch.cuda.get_device_name(index)})"
+    return device.type

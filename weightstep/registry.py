@@ -23,6 +23,8 @@ _CODECS: dict[str, str] = {
     "full-mlp": "baselines.full_mlp:FullMlpCodec",
     "full-cnn": "baselines.full_cnn:FullCnnCodec",
     "nerv": "baselines.nerv:NervCodec",
+    "dvc": "baselines.dvc.codec:DvcCodec",
+    "vcii": "baselines.vcii.codec:VciiCodec",
 }
 
 # Codecs outside this package: WEIGHTSTEP_CODECS="name=module:Class,other=pkg.mod:Other". Read at each

@@ -1,8 +1,26 @@
 """Fitting and coding the anchor network: one frame as a quantised, entropy-coded INR.
 
 Used by the weight-step codec for frame 0 (and for every GOP restart) and, on its own, as the
-image mode (``--frames 1``). The closed loop lives here: the returned weights are the
-dequantised ones a decoder reads, and the reconstruction is rendered from exactly those.
+image mode (``--frames 1``). Everything minimises one objective, ``D + lam * bpp`` (D the MSE
+on [0, 1] RGB, bpp the coded bits of the whole anchor over the frame's pixels):
+
+1. fit: the network's weights and, for latent-grid networks, the latents with additive
+   uniform noise standing in for rounding and their bits under the context model in the loss;
+2. latents only: a straight-through rounding phase at a tenth of the learning rate
+   (recovers what the noise proxy misses);
+3. quantisation steps: one shared relative step, then each tensor's own
+   (:func:`weightstep.coding.stepsearch.search_steps`), by D + lam x the real coded bits
+   (latent bits under the quantised context model included);
+4. quantisation-aware fine-tune at exactly those absolute steps (straight-through), then the
+   same steps quantise the result, so the file keeps what the fine-tune reached; kept only if
+   it lowers D + lam * R.
+
+The closed loop lives here: the returned weights are the dequantised ones a decoder reads,
+and the reconstruction is rendered from exactly those.
+
+Section layout: networks without latents write the packed weights
+(:func:`weightstep.coding.tensorpack.pack_network`; older files' per-tensor layout still decodes); networks with latents write
+``varint(len(weights)) + weights + latents`` (:mod:`weightstep.codecs.latentcoding`).
 """
 
 from __future__ import annotations
@@ -14,72 +32,174 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from weightstep.codecs.netcoding import code_weights, mse, render, weights_of
-from weightstep.coding.quantise import relative_steps
-from weightstep.inr import FitConfig, StepOutput, fit, fit_image
-from weightstep.inr.losses import psnr_from_mse
+from weightstep.codecs.latentcoding import decode_latents, encode_latents, latent_bits
+from weightstep.codecs.netcoding import mse, parameter_shapes, render
+from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.coding.quantise import QuantisedTensor, quantise_absolute
+from weightstep.coding.stepsearch import search_steps
+from weightstep.coding.tensorpack import pack_network, unpack_network
+from weightstep.inr import FitConfig, StepOutput, fit, latent_names
+from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
 
-# Adam learning rates that worked for each network on carphone (benchmarks/inr_fit.py).
-DEFAULT_LR = {"siren": 1e-3, "fourier": 1e-2, "dip": 5e-3}
+# Adam learning rates that worked for each network on carphone (benchmarks/anchor_rd.py).
+DEFAULT_LR = {"siren": 1e-3, "fourier": 1e-2, "dip": 5e-3, "grid": 3e-2}
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """How an anchor is fitted and coded (built from a codec config)."""
+
+    fit: FitConfig | None  # the main fit; None when the weights are trained already (single-stage)
+    lam: float  # minimise D + lam * bpp (D: MSE on [0, 1] RGB)
+    per_channel: bool  # quantisation step per output channel
+    qat_steps: int  # latent rounding phase and weight fine-tune steps at the chosen quantisation
+    qat_lr: float  # learning rate of both (a tenth of the network kind's fitting rate)
+    seed: int = 0  # torch seed of the straight-through phases (the codec's seed, whatever the network)
+    loss: str = "mse"  # reconstruction loss of the straight-through phases (the codec's)
+    step_sweeps: int = 2  # per-tensor step refinement sweeps (0 = one shared step, as before)
 
 
 @dataclass
 class CodedNetwork:
-    data: bytes  # the packed, entropy-coded weights (one container section)
-    weights: dict[str, torch.Tensor]  # dequantised weights, exactly what the decoder gets
+    data: bytes  # the anchor section: packed weights (and latents)
+    weights: dict[str, torch.Tensor]  # dequantised weights (and integer latents), what the decoder gets
     frame: torch.Tensor  # (1,3,H,W) 8-bit-level reconstruction from those weights
     report: dict[str, Any]  # fit and quantisation facts for the Result's extra
 
 
-def quantisation_aware_finetune(net: nn.Module, target: torch.Tensor, steps: int, rel_step: float,
-                                per_channel: bool, lr: float, seed: int) -> None:
-    """Fine-tune through a straight-through quantiser at the chosen relative step, in place.
+def _ste(value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    return value + (torch.round(value / step) * step - value).detach()
 
-    The absolute steps are fixed from the weights before fine-tuning (as the coder derives them).
+
+def _step_tensor(q: QuantisedTensor, like: torch.Tensor) -> torch.Tensor:
+    step = torch.from_numpy(q.step).to(like.device)
+    return step.reshape(-1, *([1] * (like.dim() - 1))) if step.numel() > 1 else step.reshape(())
+
+
+def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: float, *, latent_mode: str,
+           weight_steps: dict[str, torch.Tensor] | None = None, label: str) -> Any:
+    """One run of the fitting loop on D + lam_bit * latent bits.
+
+    ``latent_mode``: 'noise' (additive U(-0.5, 0.5)) or 'round' (straight-through) for the
+    latents, if any. ``weight_steps``: absolute steps to fake-quantise the named weights with
+    (straight-through); those tensors are trained, and only those plus the latents.
     """
-    if steps <= 0:
-        return
     params = dict(net.named_parameters())
-    steps_abs = {}
-    for name, p in params.items():
-        s = torch.from_numpy(relative_steps(p.detach().cpu(), rel_step, per_channel)).to(p.device)
-        steps_abs[name] = s.reshape(-1, *([1] * (p.dim() - 1))) if s.numel() > 1 else s.reshape(())
-
-    def quantised() -> dict[str, torch.Tensor]:
-        return {name: p + (torch.round(p / steps_abs[name]) * steps_abs[name] - p).detach()
-                for name, p in params.items()}
+    latents = latent_names(net)
+    pixels = target.shape[-1] * target.shape[-2]
+    trained = [p for name, p in params.items() if weight_steps is None or name in weight_steps or name in latents]
 
     def closure(_: int) -> StepOutput:
-        pred = functional_call(net, quantised(), ())
-        loss = torch.mean((pred - target) ** 2)
-        return StepOutput(loss=loss, psnr=psnr_from_mse(loss.detach()))
+        p = dict(params)
+        if weight_steps:
+            p.update({name: _ste(p[name], step) for name, step in weight_steps.items()})
+        extras = {}
+        bits = None
+        if latents:
+            for name in latents:
+                value = p[name]
+                p[name] = (value + (torch.rand_like(value) - 0.5) if latent_mode == "noise"
+                           else _ste(value, 1.0) if latent_mode == "round" else value)
+            bits = net.latent_bits(p)
+            extras["bpp"] = bits.detach() / pixels
+        pred = functional_call(net, p, ())
+        loss = reconstruction_loss(pred, target, config.loss, config.ssim_alpha)
+        with torch.no_grad():
+            err = torch.mean((pred.clamp(0.0, 1.0) - target) ** 2)
+        if bits is not None:
+            loss = loss + lam_bit * bits
+        return StepOutput(loss=loss, psnr=psnr_from_mse(err), extras=extras)
 
-    fit(list(params.values()), closure, FitConfig(steps=steps, lr=lr, warmup_fraction=0.0, seed=seed),
-        label="quantisation-aware fine-tune")
+    return fit(trained, closure, config, label=label)
 
 
-def fit_and_code(net: nn.Module, target: torch.Tensor, fit_config: FitConfig | None, *, lam: float,
-                 per_channel: bool, qat_steps: int, label: str) -> CodedNetwork:
-    """Fit ``net`` to ``target`` (1,3,H,W) unless ``fit_config`` is None (weights already trained),
-    then choose the quantisation step by distortion + lam * bpp and code the weights."""
-    report = fit_image(net, target, fit_config, label=label) if fit_config is not None else None
+def _weights(net: nn.Module, quantised: dict[str, QuantisedTensor], latents: dict[str, torch.Tensor]) -> dict:
+    """Decoder-side tensors in ``named_parameters()`` order."""
+    return {name: latents[name] if name in latents else quantised[name].dequantise()
+            for name, _ in net.named_parameters()}
+
+
+def _cost(net: nn.Module, weights: dict[str, torch.Tensor], target_cpu: torch.Tensor, lam_bit: float,
+          weight_bits: int) -> tuple[float, float]:
+    """(D + lam_bit * all bits, latent bits) of decoder-side ``weights``."""
+    bits = latent_bits(net, weights) if latent_names(net) else 0.0
+    return mse(render(net, weights).cpu(), target_cpu) + lam_bit * (weight_bits + bits), bits
+
+
+def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, label: str) -> CodedNetwork:
+    """Fit ``net`` to ``target`` (1,3,H,W) (unless ``settings.fit`` is None), then quantise and code it."""
     pixels = target.shape[-1] * target.shape[-2]
+    lam_bit = settings.lam / pixels
     target_cpu = target.detach().cpu()
-
-    def distortion(weights: dict[str, torch.Tensor]) -> float:
-        return mse(render(net, weights).cpu(), target_cpu)
-
-    data, weights, search = code_weights(weights_of(net), distortion, lam, pixels, per_channel)
-    if qat_steps > 0:
-        lr = 0.1 * (fit_config.lr if fit_config is not None else DEFAULT_LR.get("siren"))
-        quantisation_aware_finetune(net, target, qat_steps, search.chosen.rel_step, per_channel, lr,
-                                    fit_config.seed if fit_config is not None else 0)
-        data, weights, search = code_weights(weights_of(net), distortion, lam, pixels, per_channel,
-                                             candidates=[search.chosen.rel_step])
-    frame = render(net, weights)
-    facts = {"coded_psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)), "rel_step": search.chosen.rel_step,
-             "weight_bytes": len(data), "parameters": sum(w.numel() for w in weights.values())}
-    if report is not None:
+    latents = latent_names(net)
+    facts: dict[str, Any] = {}
+    if settings.fit is not None:
+        report = _train(net, target, settings.fit, lam_bit, latent_mode="noise", label=label)
         facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
-                      "fit_stopped_by": report.stopped_by, "fit_psnr": report.last_psnr})
-    return CodedNetwork(data=data, weights=weights, frame=frame, report=facts)
+                      "fit_stopped_by": report.stopped_by})
+    qat = FitConfig(steps=max(1, settings.qat_steps), lr=settings.qat_lr, warmup_fraction=0.0,
+                    seed=settings.seed, loss=settings.loss)
+    if latents and settings.qat_steps > 0:
+        report = _train(net, target, qat, lam_bit, latent_mode="round", label=f"{label}: rounded latents")
+        facts["round_seconds"] = report.seconds
+    params = dict(net.named_parameters())
+    rounded = {name: torch.round(params[name].detach()).cpu() for name in latents}
+    floats = {name: p.detach().cpu() for name, p in params.items() if name not in latents}
+    facts["fit_psnr"] = psnr_from_mse(mse(render(net, {**floats, **rounded}).cpu(), target_cpu))
+
+    def objective(dequantised: dict[str, torch.Tensor]) -> float:  # D + lam * latent bits; the search adds the weights'
+        return _cost(net, {**dequantised, **rounded}, target_cpu, lam_bit, 0)[0]
+
+    quantised, steps = search_steps(floats, objective, lam_bit, per_channel=settings.per_channel,
+                                    sweeps=settings.step_sweeps)
+    cost = steps.cost
+    if settings.qat_steps > 0:
+        saved = {name: p.detach().clone() for name, p in params.items()}
+        weight_steps = {name: _step_tensor(q, params[name]) for name, q in quantised.items()}
+        report = _train(net, target, qat, lam_bit, latent_mode="round", weight_steps=weight_steps,
+                        label=f"{label}: quantisation-aware fine-tune")
+        tuned = {name: quantise_absolute(params[name].detach().cpu(), q.step, name=name)
+                 for name, q in quantised.items()}
+        tuned_latents = {name: torch.round(params[name].detach()).cpu() for name in latents}
+        bits = 8 * len(pack_network(list(tuned.values())))
+        tuned_cost = _cost(net, _weights(net, tuned, tuned_latents), target_cpu, lam_bit, bits)[0]
+        facts["qat_seconds"] = report.seconds
+        if tuned_cost < cost:
+            quantised, rounded, cost = tuned, tuned_latents, tuned_cost
+        else:  # the fine-tune did not pay: back to the searched weights
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(saved[name])
+        facts["qat_kept"] = tuned_cost < steps.cost
+    weights = _weights(net, quantised, rounded)
+    blob = pack_network([quantised[name] for name in quantised])
+    data = blob
+    if latents:
+        latent_blob = encode_latents(net, weights)
+        head = bytearray()
+        put_varint(head, len(blob))
+        data = bytes(head) + blob + latent_blob
+        facts.update({"latent_bytes": len(latent_blob), "latent_ideal_bytes": latent_bits(net, weights) / 8,
+                      "latents": sum(rounded[name].numel() for name in latents)})
+    frame = render(net, weights)
+    facts.update({"coded_psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)), "weight_bytes": len(blob),
+                  "parameters": sum(q.values.size for q in quantised.values()),
+                  "rel_steps": steps.rel_steps, "shared_rel_step": steps.shared_rel_step,
+                  "step_search_evaluations": steps.evaluations})
+    facts["fit_to_coded_db"] = facts["fit_psnr"] - facts["coded_psnr"]
+    return CodedNetwork(data=data, weights={k: v.to(target.device) for k, v in weights.items()}, frame=frame,
+                        report=facts)
+
+
+def decode_anchor(data: bytes, net: nn.Module) -> dict[str, torch.Tensor]:
+    """An anchor section -> the decoder-side weights of ``net`` (built from the stream's config)."""
+    latents = latent_names(net)
+    shapes = [(name, shape) for name, shape in parameter_shapes(net) if name not in latents]
+    if not latents:
+        tensors = unpack_network(data, shapes)
+        return {q.name: q.dequantise() for q in tensors}
+    reader = ByteReader(bytes(data), "anchor section")
+    blob = reader.take(reader.varint("weights length"), "weights")
+    weights = {q.name: q.dequantise() for q in unpack_network(blob, shapes)}
+    decoded = decode_latents(net, weights, data[reader.pos:])
+    return {name: decoded[name] if name in decoded else weights[name] for name, _ in net.named_parameters()}

@@ -115,6 +115,7 @@ class Footprint:
     state_bytes: int  # parameters and buffers
     activation_bytes: int  # largest single module output of one rendering call
     shapes: list[tuple[str, tuple[int, ...]]]  # named_parameters() order: what the stream must spell
+    network: nn.Module | None = None  # the meta-device network itself (shapes only)
 
     def decode_bytes(self) -> int:
         """Weights (the network's and the decoded copies), buffers, and the live activations."""
@@ -133,8 +134,7 @@ def footprint(build: Callable[[], nn.Module], run: Callable[[nn.Module], Any] | 
     """Build with ``build()`` on the meta device and measure; ``run(net)`` is one rendering call
     (default ``net()``, a whole frame)."""
     run = run if run is not None else (lambda net: net())
-    with torch.device("meta"):
-        net = build()
+    net = meta_network(build)
     tensors = [*net.parameters(), *net.buffers()]
     state = sum(t.numel() * t.element_size() for t in tensors)
     largest = [0]
@@ -151,17 +151,23 @@ def footprint(build: Callable[[], nn.Module], run: Callable[[nn.Module], Any] | 
             handle.remove()
     shapes = [(name, tuple(p.shape)) for name, p in net.named_parameters()]
     return Footprint(parameters=sum(p.numel() for p in net.parameters()), state_bytes=state,
-                     activation_bytes=largest[0], shapes=shapes)
+                     activation_bytes=largest[0], shapes=shapes, network=net)
+
+
+def meta_network(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` on the meta device: every shape, no memory, no initialisation work."""
+    with torch.device("meta"):
+        return build()
 
 
 def check_network(what: str, build: Callable[[], nn.Module], *, frames: int, height: int, width: int,
                   run: Callable[[nn.Module], Any] | None = None,
-                  read_weights: Callable[[list[tuple[str, tuple[int, ...]]]], Any] | None = None) -> Footprint:
+                  read_weights: Callable[[nn.Module], Any] | None = None) -> Footprint:
     """Everything an INR decoder checks before it builds its network (see the module docstring).
 
-    ``read_weights(shapes)`` is the codec's own reader of its first weight section, run against
-    the config's shapes: a stream whose tensors do not match its config fails there, before any
-    real network exists. Raises BitstreamError.
+    ``read_weights(meta_net)`` is the codec's own reader of its first weight section, run against
+    the network built on the meta device (its parameter shapes): a stream whose tensors do not
+    match its config fails there, before any real network exists. Raises BitstreamError.
     """
     check_frames(what, frames, height, width)  # the frames alone: refused before even the meta build
     try:
@@ -171,7 +177,7 @@ def check_network(what: str, build: Callable[[], nn.Module], *, frames: int, hei
     check(f"{what} ({net_cost.parameters:,} parameters, {frames} frames of {width}x{height})",
           net_cost.decode_bytes() + video_bytes(frames, height, width))
     if read_weights is not None:
-        read_weights(net_cost.shapes)
+        read_weights(net_cost.network)
     return net_cost
 
 

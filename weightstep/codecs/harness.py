@@ -6,6 +6,7 @@ measured on the decoded output against the source.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from weightstep import registry
 from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded, Result
+from weightstep.device import resolve_device
 from weightstep.errors import BitstreamError
 from weightstep.fileio import atomic_write_bytes
 from weightstep.metrics import bpp as bits_per_pixel
@@ -21,15 +23,23 @@ from weightstep.versions import versions
 from weightstep.video import Video
 
 
-def identify(data: bytes) -> tuple[Codec, Any]:
-    """Which codec can decode ``data``: our container names it; anything else goes to PyAV."""
+def identify(data: bytes, device: str = "auto") -> tuple[Codec, Any]:
+    """Which codec can decode ``data``, set up to decode it on ``device``.
+
+    Our container names the codec and its settings; they are used as written, except where to
+    compute, which is ``device`` (auto: CUDA when present; the file records where it was encoded
+    in its header's ``encoded_on``). Anything else goes to PyAV, which decodes on the CPU.
+    """
     from weightstep.coding.container import MAGIC, Container
 
+    resolve_device(device)  # an unknown or absent device is refused for every kind of file
     if data[: len(MAGIC)] == MAGIC:
         container = Container.from_bytes(data)
-        # the file's settings, except where to compute: decode on this machine's default device
         settings = {k: v for k, v in container.header.get("config", {}).items() if k != "device"}
-        codec = registry.create(container.codec, settings)
+        cls = registry.codec_class(container.codec)
+        if any(f.name == "device" for f in dataclasses.fields(cls.Config)):
+            settings["device"] = device
+        codec = registry.create(container.codec, settings, where=f"the {container.codec} file's header")
         return codec, container
     if len(data) < 16:
         raise BitstreamError("not a weightstep or video file (too short)")
@@ -44,13 +54,18 @@ def decode(codec: Codec, data: bytes) -> Video:
         return codec.decode(data)
 
 
-def decode_bytes(data: bytes) -> tuple[Codec, Video]:
-    codec, _ = identify(data)
+def decode_bytes(data: bytes, device: str = "auto") -> tuple[Codec, Video]:
+    codec, _ = identify(data, device)
     return codec, decode(codec, data)
 
 
+def encoded_on(container: Any) -> str | None:
+    """Where a file was encoded, as its header records it (None: conventional files, older files)."""
+    return None if container is None else container.header.get("encoded_on")
+
+
 def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None, data: bytes,
-            encode_s: float, decode_s: float) -> Result:
+            encode_s: float, decode_s: float, container: Any = None) -> Result:
     if decoded.has_native_yuv and video.has_native_yuv:
         decoded.matrix = video.matrix  # decoded planes are read with the source's colour matrix
     quality = measure_quality(video, decoded)
@@ -60,7 +75,7 @@ def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None,
                  for bits, psnr in zip(per_frame_bits, quality.psnr_rgb, strict=True)]
     extra = dict(encoded.extra) if encoded is not None else {}
     extra.update({"psnr_y": quality.mean_psnr_y, "psnr_u": quality.mean_psnr_u, "psnr_v": quality.mean_psnr_v,
-                  "ms_ssim_scales": quality.ms_ssim_scales,
+                  "ms_ssim_scales": quality.ms_ssim_scales, "encoded_on": encoded_on(container),
                   "describe": codec.describe()})
     return Result(
         codec=codec.name, config=codec.describe()["config"], video=video.identity, frames=video.frames,
@@ -86,12 +101,16 @@ def run(codec: Codec, video: Video, out_path: str | os.PathLike | None = None) -
     start = time.perf_counter()
     decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
-    return _result(codec, video, decoded, encoded, data, encode_s, decode_s)
+    from weightstep.coding.container import MAGIC, Container
+
+    container = Container.from_bytes(data) if data[: len(MAGIC)] == MAGIC else None
+    return _result(codec, video, decoded, encoded, data, encode_s, decode_s, container)
 
 
-def evaluate(data: bytes, video: Video) -> Result:
-    """Decode a file written earlier and measure it against ``video`` (encode_s is 0: not timed here)."""
-    codec, _ = identify(data)
+def evaluate(data: bytes, video: Video, device: str = "auto") -> Result:
+    """Decode a file written earlier on ``device`` and measure it against ``video`` (encode_s is 0:
+    not timed here). The Result's ``device`` is where it decoded; ``extra.encoded_on`` where it was made."""
+    codec, container = identify(data, device)
     start = time.perf_counter()
     decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
@@ -99,6 +118,6 @@ def evaluate(data: bytes, video: Video) -> Result:
         raise BitstreamError(
             f"the file decodes to {decoded.frames} frames of {decoded.width}x{decoded.height}, "
             f"but the video has {video.frames} of {video.width}x{video.height} (use --frames/options to match)")
-    result = _result(codec, video, decoded, None, data, 0.0, decode_s)
+    result = _result(codec, video, decoded, None, data, 0.0, decode_s, container)
     result.extra["encode_s_measured"] = False
     return result

@@ -14,14 +14,14 @@ from typing import Any, ClassVar
 import torch
 
 from weightstep.codecs import budget
-from weightstep.codecs.anchor import DEFAULT_LR, fit_and_code
+from weightstep.codecs.anchor import DEFAULT_LR, AnchorSettings, decode_anchor, fit_and_code
 from weightstep.codecs.base import Codec, Encoded
-from weightstep.codecs.netcoding import decode_weights, frames_to_numpy, parameter_shapes, render
+from weightstep.codecs.netcoding import frames_to_numpy, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import param
-from weightstep.device import device_label, resolve_device
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError
-from weightstep.inr import FitConfig, NetworkSpec, build_network
+from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network, latent_names
 from weightstep.stepping.code import decode_update
 from weightstep.stepping.schedule import SCHEDULES, StepSettings, joint_steps_for
 from weightstep.stepping.update import UpdateSpec, apply_delta
@@ -33,10 +33,17 @@ SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
 FORMAT = 1  # layout of this codec's sections; bump when it changes
 
 
+GATE_BITS = 12.0  # bits an open gate costs (position + value), turning lambda into the gates' penalty
+
+
 @dataclass(frozen=True)
 class WeightStepConfig:
-    inr: str = param("siren", "anchor network: SIREN, Fourier-feature MLP or DIP-style conv net",
-                     choices=("siren", "fourier", "dip"))
+    inr: str = param("grid", "anchor network: latent grids + tiny synthesis (C3 / Cool-chic family, the best "
+                     "measured), SIREN, Fourier-feature MLP or DIP-style conv net (the proposal's)",
+                     choices=KINDS)
+    lam: float = param(1e-3, "lambda, the one rate-distortion knob: every fit, quantisation step and update "
+                       "minimises MSE (on [0,1] RGB) + lambda * bpp. About 1e-4 is a high rate, 1e-3 mid, "
+                       "1e-2 low (alias: lambda; q_lambda, its old name, is accepted)", low=0.0, high=1e3)
     width: int = param(96, "MLP hidden width; with depth it sets the model size (96x4 SIREN = 28.5k params)",
                        low=4, high=4096)
     depth: int = param(4, "MLP hidden layers", low=1, high=32)
@@ -47,7 +54,13 @@ class WeightStepConfig:
     dip_channels: int = param(32, "DIP conv channels; with dip_levels it sets the model size", low=1, high=1024)
     dip_levels: int = param(4, "DIP down/up-sampling stages", low=1, high=8)
     dip_skips: bool = param(True, "DIP long skip connections (proposal §4.2 ablation)")
-    anchor_steps: int = param(800, "optimiser steps fitting the anchor frame", low=1, high=10**7)
+    grid_levels: int = param(7, "latent grids from full resolution down to 1/2^(levels-1) (grid)", low=1, high=12)
+    grid_hidden: int = param(16, "hidden channels of the grid synthesis; its weights are sent with each anchor",
+                             low=1, high=256)
+    grid_context_hidden: int = param(8, "hidden width of the grid latents' context model (sent too)",
+                                     low=1, high=64)
+    anchor_steps: int | None = param(None, "optimiser steps fitting the anchor frame (none = the network's "
+                                     "default: grid 2000, others 800)", low=1, high=10**7)
     anchor_lr: float | None = param(None, "anchor Adam learning rate (none = the network kind's default)",
                                     low=0.0, high=1.0)
     loss: str = param("mse", "fitting loss: mse (what PSNR measures) or l1ssim (NeRV's mix)",
@@ -59,8 +72,6 @@ class WeightStepConfig:
                         choices=("l0", "dct", "dense"))
     schedule: str = param("two-stage", "two-stage: anchor, then each update in turn from the decoded weights; "
                           "single-stage: anchor and all updates fitted jointly", choices=("two-stage", "single-stage"))
-    lam: float = param(1e-7, "lambda: weight of the expected number of open gates beside the MSE in [0,1]; "
-                       "with q_lambda it sets the rate of the steps (alias: lambda)", low=0.0)
     gop: int = param(0, "restart with a fresh anchor every gop frames (proposal §4.3 slices); 0 = one anchor",
                      low=0, high=100000)
     step_steps: int = param(150, "optimiser steps per weight step (two-stage); single-stage runs about as "
@@ -71,43 +82,57 @@ class WeightStepConfig:
     gate_lr: float = param(0.05, "Adam lr of the gate logits: at the update's lr gates learn nothing", low=0.0)
     log_alpha_init: float = param(-3.0, "initial gate logit: gates start closed at test time", low=-20.0, high=20.0)
     frame_batch: int = param(4, "frames per step of the single-stage joint fit", low=1, high=4096)
-    q_lambda: float = param(1e-4, "rate weight of the quantisation step search: minimises "
-                            "MSE + q_lambda * bpp with the real coded bits (C3 style)", low=0.0)
     per_channel: bool = param(True, "quantisation step per output channel (else one per tensor)")
-    qat_steps: int = param(0, "quantisation-aware fine-tuning steps after the step is chosen", low=0, high=10**6)
+    step_sweeps: int = param(2, "sweeps of the per-tensor quantisation step refinement after the shared "
+                             "search (0 = one relative step shared by all tensors)", low=0, high=10)
+    qat_steps: int | None = param(None, "straight-through steps at the chosen quantisation (a rounding phase "
+                                  "of the latents, then a weight fine-tune); none = a fifth of anchor_steps",
+                                  low=0, high=10**6)
     seed: int = param(0, "seed of the network's initialisation and fixed inputs (regenerated, never sent)",
                       low=0, high=2**31 - 1)
     device: str = param("auto", "where to fit: auto (CUDA when present), cpu or cuda")
+
+    aliases: ClassVar[dict[str, str]] = {"lambda": "lam", "q_lambda": "lam"}  # -p lambda=... (a Python keyword)
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(kind=self.inr, width=self.width, depth=self.depth, fourier_sigma=self.fourier_sigma,
                            fourier_features=self.fourier_features, activation=self.activation,
                            dip_channels=self.dip_channels, dip_levels=self.dip_levels, dip_skips=self.dip_skips,
-                           seed=self.seed)
+                           grid_levels=self.grid_levels, grid_hidden=self.grid_hidden,
+                           grid_context_hidden=self.grid_context_hidden, seed=self.seed)
 
-    aliases: ClassVar[dict[str, str]] = {"lambda": "lam"}  # -p lambda=... (a Python keyword)
+    def steps(self) -> int:
+        return self.anchor_steps or (2000 if self.inr == "grid" else 800)
 
-    def update_spec(self) -> UpdateSpec:
+    def lr(self) -> float:
+        return self.anchor_lr or DEFAULT_LR[self.inr]
+
+    def update_spec(self, pixels: int) -> UpdateSpec:
+        """The gates' penalty per expected open gate is lambda x GATE_BITS / pixels (bits -> bpp)."""
         return UpdateSpec(kind=self.update, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr,
-                          update_lr=self.update_lr, lam=self.lam, seed=self.seed)
+                          update_lr=self.update_lr, lam=self.lam * GATE_BITS / pixels, seed=self.seed)
 
     def step_settings(self, frames: int) -> StepSettings:
         fit_config = FitConfig(steps=self.step_steps, lr=self.update_lr, time_budget_s=self.step_time_budget,
                                seed=self.seed, warmup_fraction=0.0)
-        return StepSettings(fit=fit_config, q_lambda=self.q_lambda, frame_batch=self.frame_batch,
+        return StepSettings(fit=fit_config, lam=self.lam, frame_batch=self.frame_batch,
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
-                            anchor_lr=0.1 * (self.anchor_lr or DEFAULT_LR[self.inr]))
+                            anchor_lr=0.1 * self.lr())
 
-    def anchor_fit(self) -> FitConfig:
-        return FitConfig(steps=self.anchor_steps, lr=self.anchor_lr or DEFAULT_LR[self.inr], loss=self.loss,
-                         time_budget_s=self.time_budget, seed=self.seed)
+    def anchor_settings(self, fit_first: bool) -> AnchorSettings:
+        fit_config = FitConfig(steps=self.steps(), lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
+                               seed=self.seed)
+        qat = self.qat_steps if self.qat_steps is not None else self.steps() // 5
+        return AnchorSettings(fit=fit_config if fit_first else None, lam=self.lam, per_channel=self.per_channel,
+                              qat_steps=qat, qat_lr=0.1 * self.lr(), seed=self.seed, loss=self.loss,
+                              step_sweeps=self.step_sweeps)
 
 
 class WeightStepCodec(Codec):
     name = "weightstep"
     Config = WeightStepConfig
     suffix = ".wsv"
-    summary = "anchor-frame INR (SIREN / Fourier MLP / DIP) plus sparse weight steps, constriction-coded"
+    summary = "anchor-frame INR (latent grid / SIREN / Fourier MLP / DIP) plus sparse weight steps, constriction-coded"
 
     def __init__(self, config: WeightStepConfig | None = None):
         super().__init__(config)
@@ -129,8 +154,7 @@ class WeightStepCodec(Codec):
 
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
         cfg = self.config
-        return fit_and_code(net, target, cfg.anchor_fit() if fit_first else None, lam=cfg.q_lambda,
-                            per_channel=cfg.per_channel, qat_steps=cfg.qat_steps, label=f"anchor {cfg.inr}")
+        return fit_and_code(net, target, cfg.anchor_settings(fit_first), label=f"anchor {cfg.inr}")
 
     def gops(self, frames: int) -> list[tuple[int, int]]:
         """(start, count) of each group of pictures: one anchor and its weight steps.
@@ -148,11 +172,12 @@ class WeightStepCodec(Codec):
         coded = []
         for index, (start, count) in enumerate(self.gops(video.frames)):
             label = f"GOP {index + 1}: " if cfg.gop else ""
-            coded += schedule(net, frames[start:start + count], cfg.update_spec(), cfg.step_settings(count),
+            coded += schedule(net, frames[start:start + count], cfg.update_spec(video.width * video.height),
+                              cfg.step_settings(count),
                               self._code_anchor, label=label)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
-                  "seeds": {"network": cfg.seed}}
+                  "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
         data = Container(codec=self.name, header=header, sections=sections).to_bytes()
         self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
@@ -168,6 +193,16 @@ class WeightStepCodec(Codec):
         header = container.header
         if container.codec != self.name or header.get("format") != FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
+        from weightstep.config import build
+        from weightstep.errors import ConfigError
+
+        try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
+            stored = {k: v for k, v in header["config"].items() if k != "device"}
+            cfg = build(WeightStepConfig, {**stored, "device": self.config.device}, where=f"{self.name} stream header")
+        except (ConfigError, TypeError, AttributeError) as exc:
+            raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
+        if cfg != self.config:
+            return type(self)(cfg).decode(data)
         width, height, frames = header["width"], header["height"], header["frames"]
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
@@ -176,13 +211,14 @@ class WeightStepCodec(Codec):
             raise BitstreamError(f"the stream's {len(tags)} sections do not match its {frames} frames")
         budget.check_network(f"{self.name} stream", lambda: self._network(height, width), frames=frames,
                              height=height, width=width,
-                             read_weights=lambda shapes: decode_weights(container.sections[0][1], shapes))
+                             read_weights=lambda meta: None if latent_names(meta)  # latents need a real net
+                             else decode_anchor(container.sections[0][1], meta))
         net = self._network(height, width, self.device)
         shapes = parameter_shapes(net)
         out, weights, maps = [], None, None
         for tag, section in container.sections:
             if tag == ANCHOR:
-                weights, maps = decode_weights(section, shapes), None
+                weights, maps = decode_anchor(section, net), None
                 weights = {k: v.to(self.device) for k, v in weights.items()}
             else:
                 delta, maps = decode_update(section, shapes, maps, self.config.update)

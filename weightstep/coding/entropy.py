@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 
 import constriction
 import numpy as np
@@ -68,6 +69,8 @@ __all__ = [
     "encode_bits",
     "decode_bits",
     "bernoulli_ideal_bits",
+    "SegmentWriter",
+    "SegmentReader",
 ]
 
 EMPTY, LAPLACE, GAUSSIAN = 0, 1, 2  # family ids of integer blobs
@@ -419,3 +422,84 @@ def decode_bits(data: bytes, count: int) -> np.ndarray:
     if ones is not None and int(bits.sum()) != ones:
         raise BitstreamError("bit-map blob: corrupted payload (wrong number of ones)")
     return bits
+
+
+# ---------------------------------------------------------------- learned models (per-symbol parameters)
+
+
+class SegmentWriter:
+    """Several arrays, each under its own constriction model, in ONE ANS stream (one flush for all).
+
+    For the learned entropy models of the neural baselines: ``add(symbols, model)`` with a
+    fixed model (e.g. ``Categorical(p, perfect=False)``), or ``add(symbols, family, *params)``
+    with per-symbol parameters (``QuantizedLaplace(lo, hi)`` with locations and scales,
+    ``Bernoulli(perfect=False)`` with probabilities). Segments are added in the order the
+    decoder reads them (:class:`SegmentReader`), so a later segment's model may depend on
+    earlier decoded ones. :meth:`finish` returns the ANS words (no header; empty if no symbols).
+    """
+
+    def __init__(self) -> None:
+        self._segments: list[tuple[np.ndarray, object, tuple]] = []
+
+    def add(self, symbols: np.ndarray, model, *params: np.ndarray) -> None:
+        v = np.asarray(symbols).ravel()
+        if v.dtype.kind not in "iub":
+            raise ValueError(f"symbols must be integers, got dtype {v.dtype}")
+        if v.size:
+            self._segments.append((v.astype(np.int32), model, params))
+
+    def checksum(self) -> int:
+        """CRC32 of every symbol in reading order: stored beside the stream, it lets a reader detect a
+        payload that was altered yet still decodes (an ANS stream cannot tell by itself)."""
+        crc = 0
+        for symbols, _, _ in self._segments:
+            crc = zlib.crc32(symbols.astype("<i4").tobytes(), crc)
+        return crc
+
+    def finish(self) -> bytes:
+        if not self._segments:
+            return b""
+        coder = constriction.stream.stack.AnsCoder()
+        for symbols, model, params in reversed(self._segments):
+            coder.encode_reverse(symbols, model, *params)
+        return _words_to_bytes(coder.get_compressed())
+
+
+class SegmentReader:
+    """Reads back, segment by segment, what a :class:`SegmentWriter` wrote; failures are BitstreamError."""
+
+    def __init__(self, data: bytes, what: str = "entropy stream"):
+        self.what = what
+        self._crc = 0
+        words = _payload_words(bytes(data), 0, what)
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(words)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            raise BitstreamError(f"{what}: corrupted payload ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+
+    def take(self, count: int, model, *params: np.ndarray) -> np.ndarray:
+        """The next ``count`` symbols (``params``, if given, must hold ``count`` entries each)."""
+        count = _check_count(count)
+        if count == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            out = self._coder.decode(model, *params) if params else self._coder.decode(model, count)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # constriction raises ValueError, or pyo3's PanicException (a BaseException)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BitstreamError(f"{self.what}: corrupted payload ({reason})") from None
+        out = np.asarray(out, dtype=np.int32).ravel()
+        if out.size != count:
+            raise BitstreamError(f"{self.what}: decoded {out.size} symbols, expected {count}")
+        self._crc = zlib.crc32(out.astype("<i4").tobytes(), self._crc)
+        return out
+
+    def finish(self, checksum: int | None = None) -> None:
+        """The stream must be used up exactly (and the symbols match the writer's checksum, if given)."""
+        if not self._coder.is_empty():
+            raise BitstreamError(f"{self.what}: corrupted payload (data left over after the last symbol)")
+        if checksum is not None and checksum != self._crc:
+            raise BitstreamError(f"{self.what}: corrupted payload (the decoded symbols fail their checksum)")

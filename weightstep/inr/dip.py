@@ -41,19 +41,14 @@ Convolutions pad with zeros (reflection padding fails on the 1x1 maps of deep le
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from weightstep.inr.siren import init_generator, uniform_
+from weightstep.inr.spec import NOISE_KINDS, NetworkSpec
 
-if TYPE_CHECKING:
-    from weightstep.inr.build import NetworkSpec
-
-NOISE_KINDS = ("uniform", "normal")
-UPSAMPLE_MODES = ("bilinear", "nearest")
 LEAKY_SLOPE = 0.2
 
 

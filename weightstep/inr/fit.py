@@ -22,6 +22,7 @@ callers that need the quality of the final weights evaluate them after :func:`fi
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,14 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 
 from weightstep.config import param, validate
@@ -139,13 +147,31 @@ def _as_float(value: Any) -> Any:
     return value
 
 
+class PlainProgress:
+    """Progress as plain lines on stderr when it is not a terminal: the first after a few steps
+    (with the projected total time, so a long fit never runs silently), then every ``every_s``."""
+
+    def __init__(self, label: str, total: int, every_s: float = 10.0, first_after_s: float = 2.0):
+        self.label, self.total, self.every_s = label, total, every_s
+        self.next_at = first_after_s
+
+    def update(self, done: int, elapsed: float, info: str) -> None:
+        if elapsed < self.next_at and done < self.total:
+            return
+        self.next_at = elapsed + self.every_s
+        eta = elapsed / done * (self.total - done)
+        print(f"{self.label}: step {done}/{self.total}, {elapsed:.0f} s, ETA {eta:.0f} s ({info})",
+              file=sys.stderr, flush=True)
+
+
 def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], config: FitConfig, *,
         label: str = "fit", progress: bool = True) -> FitReport:
     """Minimise ``closure(step).loss`` over ``param_groups`` with Adam; see the module docstring.
 
     ``param_groups``: a list of tensors, or of torch param-group dicts (``'params'`` and
     optionally ``'lr'`` and other Adam options). ``progress``: a transient Rich bar on stderr
-    with loss, PSNR and the closure's extras (shown only when stderr is a terminal).
+    with loss, PSNR, the closure's extras and the ETA when stderr is a terminal, else a plain
+    line every few seconds (:class:`PlainProgress`); none when WEIGHTSTEP_PROGRESS=0.
     """
     validate(config)
     groups = _normalise_groups(param_groups)
@@ -156,9 +182,11 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     steps_done, final_loss, best_psnr, last_psnr = 0, math.nan, None, None
     stopped_by = "steps"
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     console = Console(stderr=True)
-    progress = progress and progress_enabled() and (console.is_terminal or console.is_jupyter)  # no bar in logs
+    wanted = progress and progress_enabled()
+    progress = wanted and (console.is_terminal or console.is_jupyter)
+    plain = PlainProgress(label, config.steps) if wanted and not progress else None  # logs get a line now and then
     bar = Progress(*columns, console=console, transient=True, disable=not progress)
     start = time.perf_counter()
     with bar:
@@ -184,12 +212,15 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
             if step % config.log_every == 0 or step == config.steps - 1 or over_time:
                 extras = {key: _as_float(value) for key, value in out.extras.items()}
                 history.append(HistoryPoint(step, loss_value, last_psnr if out.psnr is not None else None, extras))
-            if progress:
+            if progress or plain is not None:
                 info = f"loss {loss_value:.4g}"
                 if out.psnr is not None:
                     info += f"  {out.psnr:.2f} dB"
                 info += "".join(f"  {key} {_format(value)}" for key, value in out.extras.items())
-                bar.update(task, advance=1, info=info)
+                if progress:
+                    bar.update(task, advance=1, info=info)
+                else:
+                    plain.update(step + 1, time.perf_counter() - start, info)
             if over_time:
                 stopped_by = "time_budget" if step < config.steps - 1 else "steps"
                 break

@@ -15,7 +15,6 @@ from a seeded generator.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,9 +25,7 @@ from weightstep.inr.siren import (
     init_generator,
     uniform_,
 )
-
-if TYPE_CHECKING:
-    from weightstep.inr.build import NetworkSpec
+from weightstep.inr.spec import NetworkSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 

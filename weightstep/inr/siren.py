@@ -22,13 +22,11 @@ the frame, x along the width first, then y, each ``linspace(-1, 1, n)``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from weightstep.inr.build import NetworkSpec
+from weightstep.inr.spec import NetworkSpec
 
 
 def coordinate_grid(height: int, width: int, low: float = -1.0, high: float = 1.0) -> torch.Tensor:

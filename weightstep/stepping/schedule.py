@@ -52,7 +52,7 @@ class StepSettings:
     """What the schedules need beyond the update parametrisation (built from the codec config)."""
 
     fit: FitConfig  # per-frame fit of an update (two-stage) or the joint fit's schedule (single-stage)
-    q_lambda: float  # rate weight of the update's quantisation step search (MSE + q_lambda * bpp)
+    lam: float  # the codec's lambda: the update's quantisation step search minimises MSE + lam * bpp
     frame_batch: int  # frames per joint step (single-stage)
     joint_steps: int  # optimiser steps of the joint fit (single-stage)
     anchor_lr: float  # learning rate of theta_0 in the joint fit (single-stage)
@@ -75,7 +75,7 @@ def _code_step(net: nn.Module, values: dict[str, torch.Tensor], base: dict[str, 
     def distortion(delta: dict[str, torch.Tensor]) -> float:
         return mse(render(net, apply_delta(base, delta)).cpu(), target_cpu)
 
-    quantised, search = choose_step(values, kind, distortion, settings.q_lambda / pixels,
+    quantised, search = choose_step(values, kind, distortion, settings.lam / pixels,
                                     previous_maps=previous_maps)
     data, maps, stats = encode_update(quantised, previous_maps)
     weights = apply_delta(base, quantised.delta())

@@ -1,0 +1,1 @@
+"""VCII (Wu et al., ECCV 2018, "Video Compression through Image Interpolation") with a real bitstream."""
