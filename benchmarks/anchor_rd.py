@@ -37,6 +37,7 @@ NETS = {
     "grid": {"inr": "grid"},
     "siren": {"inr": "siren", "width": 64, "depth": 4},
     "siren-shared": {"inr": "siren", "width": 64, "depth": 4, "step_sweeps": 0, "qat_steps": 0},
+    "siren-128": {"inr": "siren", "width": 128, "depth": 4},
     "fourier": {"inr": "fourier", "width": 64, "depth": 3, "fourier_features": 128},
     "fourier-shared": {"inr": "fourier", "width": 64, "depth": 3, "fourier_features": 128, "step_sweeps": 0,
                        "qat_steps": 0},

@@ -39,7 +39,11 @@ def test_few_values_are_left_out_of_the_md5s():
 
 def test_every_codec_family_has_a_golden_file():
     codecs = {entry["codec"] for entry in ENTRIES.values()}
-    assert set(registry.names()) <= codecs, f"no golden file for {sorted(set(registry.names()) - codecs)}"
+    # DVC and VCII run only from a checkpoint the user trains or converts (none ships with the
+    # project): their round trips are tested with checkpoints trained inside test_dvc / test_vcii
+    runnable = {name for name in registry.names() if registry.create(name).availability() is None}
+    assert runnable <= codecs, f"missing for {sorted(runnable - codecs)}"
+    assert set(registry.names()) - runnable <= {"dvc", "vcii"}
     networks = {entry["params"].get("inr") for entry in ENTRIES.values() if entry["codec"] == "weightstep"}
     assert networks >= {"siren", "fourier", "dip"}
     assert set(ENTRIES) == set(CASES), "tests/golden.py and the manifest disagree: regenerate deliberately"

@@ -28,7 +28,11 @@ def test_rate_and_quality_stay_at_their_pins(name):
 
 def test_every_codec_is_pinned():
     pinned = {PINNED[name]["codec"] for name in PINNED}
-    assert set(registry.names()) <= pinned, f"no RD pin for {sorted(set(registry.names()) - pinned)}"
+    # DVC and VCII run only from a checkpoint the user trains or converts (none ships with the
+    # project): their round trips are tested with checkpoints trained inside test_dvc / test_vcii
+    runnable = {name for name in registry.names() if registry.create(name).availability() is None}
+    assert runnable <= pinned, f"missing for {sorted(runnable - pinned)}"
+    assert set(registry.names()) - runnable <= {"dvc", "vcii"}
     networks = {PINNED[n]["params"].get("inr") for n in PINNED if PINNED[n]["codec"] == "weightstep"}
     assert networks >= {"siren", "fourier", "dip"}
     assert set(PINNED) == set(SETTINGS)
