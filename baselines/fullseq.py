@@ -350,6 +350,8 @@ class FullSequenceCodec(Codec):
         shapes = parameter_shapes(net)
         masked = prunable_names(shapes)
         weights = decode_network(section, shapes, masked)
+        if not all(bool(torch.isfinite(w).all()) for w in weights.values()):
+            raise BitstreamError(f"{self.name} stream: weights that are not finite numbers")
         out = self.render_frames(net, weights)
         return Video(identity=f"decoded:{self.name}", fps=header["fps"], rgb_frames=frames_to_numpy(out))
 

@@ -26,6 +26,7 @@ def seed_specs() -> list[tuple[str, str, dict[str, str]]]:
     for inr in ("siren", "fourier", "dip"):
         for update in ("l0", "dct", "dense"):
             specs.append((f"weightstep-{inr}-{update}", "weightstep", {**ws, "inr": inr, "update": update}))
+    specs.append(("weightstep-grid-l0", "weightstep", {**ws, "inr": "grid", "grid_levels": "3", "grid_hidden": "4"}))
     specs.append(("weightstep-siren-l0-single", "weightstep", {**ws, "inr": "siren", "schedule": "single-stage"}))
     specs.append(("weightstep-dip-gop", "weightstep", {**ws, "inr": "dip", "gop": "2"}))
     specs.append(("full-mlp-siren", "full-mlp", {"width": "8", "depth": "2", "epochs": "2", "device": "cpu"}))

@@ -27,6 +27,8 @@ SEEDS = {
     "weightstep-fourier-dense": ("weightstep", {"inr": "fourier", "width": "8", "depth": "2", "fourier_features": "8",
                                                 "update": "dense", "anchor_steps": "3", "step_steps": "2",
                                                 "device": "cpu"}),
+    "weightstep-grid-l0": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4", "anchor_steps": "3",
+                                          "step_steps": "2", "device": "cpu"}),
     "full-mlp": ("full-mlp", {"width": "8", "depth": "2", "epochs": "1", "device": "cpu"}),
     "full-cnn": ("full-cnn", {"dip_channels": "4", "dip_levels": "2", "epochs": "1", "prune": "0.5",
                               "finetune_epochs": "1", "device": "cpu"}),
