@@ -11,9 +11,12 @@ a decoder does not need it, and on short clips it would be a large part of the r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
+import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,7 +24,9 @@ import av
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
+from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded
+from weightstep.coding.container import MAX_FRAMES, MAX_SIDE
 from weightstep.config import param
 from weightstep.errors import BitstreamError, ConfigError
 from weightstep.video import Video
@@ -29,9 +34,15 @@ from weightstep.video.avframes import fps_fraction, frame_to_planes, planes_to_f
 
 # Matroska header tags: the frame count (so truncation is detected) and the exact codec settings
 # (so `weightstep eval` on a file reports the configuration that made it).
+# A third tag carries a SHA-256 of the elementary stream (global header, every packet with its
+# timestamps) and of the other tags: Matroska has no checksum a decoder checks, so without it a
+# damaged file silently decodes to another video. A file carrying it must match it; files without
+# it (from other tools, or ours from before checksums) are decoded as they are.
 FRAMES_TAG = "WEIGHTSTEP_FRAMES"
 CODEC_TAG = "WEIGHTSTEP_CODEC"
 CONFIG_TAG = "WEIGHTSTEP_CONFIG"
+CHECKSUM_TAG = "WEIGHTSTEP_STREAM_SHA256"
+TAG_PREFIX = "WEIGHTSTEP_"
 STREAM_CODECS = {"h264": "x264", "hevc": "x265", "av1": "svtav1", "libdav1d": "svtav1", "vp9": "vp9"}
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -95,9 +106,7 @@ class ConventionalCodec(Codec):
                 frame.pts = i
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
-        data = buffer.getvalue()
-        if self.strip_units:
-            data = _filter_units(data, self.strip_units)
+        data = _remux(buffer.getvalue(), self.strip_units)
         header, sizes = stream_sizes(data)
         per_frame = [8 * size for size in sizes] if len(sizes) == video.frames else None
         if per_frame is not None:
@@ -121,6 +130,8 @@ class ConventionalCodec(Codec):
         with _open(data) as container:
             tags = dict(container.metadata)
             stream_codec = container.streams.video[0].codec_context.name
+        if any(key.startswith(TAG_PREFIX) for key in tags) and CODEC_TAG not in tags:
+            raise BitstreamError("damaged file: its weightstep tags are incomplete (no codec tag)")
         name = tags.get(CODEC_TAG) or STREAM_CODECS.get(stream_codec)
         if name is None:
             raise BitstreamError(f"no registered codec decodes a {stream_codec} stream")
@@ -145,9 +156,19 @@ class _open:
             self.container = av.open(io.BytesIO(data))
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise BitstreamError(f"not a readable video file ({getattr(exc, 'strerror', None) or exc})") from None
-        if not self.container.streams.video:
+        try:
+            streams = self.container.streams.video
+            context = streams[0].codec_context if streams else None
+            usable = context is not None and bool(context.name)
+        except (av.FFmpegError, AttributeError, ValueError) as exc:  # a damaged stream description
+            self.container.close()
+            raise BitstreamError(f"the file has no usable video stream ({exc})") from None
+        if not streams:
             self.container.close()
             raise BitstreamError("the file has no video stream")
+        if not usable:
+            self.container.close()
+            raise BitstreamError("the file's video stream has no codec a decoder can open")
 
     def __enter__(self):
         return self.container
@@ -156,21 +177,60 @@ class _open:
         self.container.close()
 
 
-def _filter_units(data: bytes, remove_types: str) -> bytes:
-    """Re-mux ``data`` through libav's filter_units bitstream filter, dropping NAL unit types."""
+def _remux(data: bytes, remove_types: str | None) -> bytes:
+    """Re-mux ``data`` (one video stream) into a Matroska file carrying the stream's checksum tag,
+    dropping NAL unit types ``remove_types`` on the way (libav's filter_units bitstream filter)."""
+    filtered = _copy_stream(data, remove_types, {})
+    with _open(filtered) as container:
+        tags = {k: v for k, v in container.metadata.items() if k.startswith(TAG_PREFIX)}
+        stream = container.streams.video[0]
+        digest = stream_digest(tags, stream.codec_context.extradata, container.demux(stream))
+    out = _copy_stream(filtered, None, {CHECKSUM_TAG: digest})
+    with _open(out) as container:  # the tag must describe exactly what a decoder will read
+        stream = container.streams.video[0]
+        tags = dict(container.metadata)
+        again = stream_digest(tags, stream.codec_context.extradata, container.demux(stream))
+    if again != digest:  # pragma: no cover - a change in libav's muxer would show here
+        raise RuntimeError("re-muxing changed the elementary stream")
+    return out
+
+
+def _copy_stream(data: bytes, remove_types: str | None, extra_tags: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with _open(data) as source, av.open(buffer, "w", format="matroska") as target:
         stream = source.streams.video[0]
-        target.metadata.update({k: v for k, v in source.metadata.items() if k.startswith("WEIGHTSTEP_")})
-        out = target.add_stream_from_template(stream)
-        bsf = BitStreamFilterContext(f"filter_units=remove_types={remove_types}", stream, out)
+        target.metadata.update({k: v for k, v in source.metadata.items()
+                                if k.startswith(TAG_PREFIX) and k != CHECKSUM_TAG})
+        target.metadata.update(extra_tags)
+        # opaque: copy the codec parameters as they are (AV1's template names a decoder, libdav1d)
+        out = target.add_stream_from_template(stream, opaque=not remove_types)
+        bsf = BitStreamFilterContext(f"filter_units=remove_types={remove_types}", stream, out) if remove_types else None
         for packet in [*source.demux(stream), None]:
             if packet is not None and packet.size == 0:
+                continue
+            if bsf is None:
+                if packet is not None:
+                    packet.stream = out
+                    target.mux(packet)
                 continue
             for filtered in bsf.filter(packet):
                 filtered.stream = out
                 target.mux(filtered)
     return buffer.getvalue()
+
+
+def stream_digest(tags: dict[str, str], extradata: bytes | None, packets) -> str:
+    """SHA-256 (hex) of the weightstep tags (but the checksum), the global header and every packet."""
+    digest = hashlib.sha256()
+    mine = {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX) and k != CHECKSUM_TAG}
+    digest.update(json.dumps(mine, sort_keys=True).encode("utf-8"))
+    digest.update(struct.pack("<Q", len(extradata or b"")) + bytes(extradata or b""))
+    for packet in packets:
+        if not packet.size:
+            continue
+        stamps = [-(2**63) if t is None else int(t) for t in (packet.pts, packet.dts)]
+        digest.update(struct.pack("<qqQ", *stamps, packet.size) + bytes(packet))
+    return digest.hexdigest()
 
 
 def stream_sizes(data: bytes) -> tuple[int, list[int]]:
@@ -184,23 +244,75 @@ def stream_sizes(data: bytes) -> tuple[int, list[int]]:
 
 
 def decode_stream(data: bytes, identity: str = "decoded") -> Video:
-    """Decode any single-video-stream file PyAV reads (our conventional outputs) into a Video."""
+    """Decode any single-video-stream file PyAV reads (our conventional outputs) into a Video.
+
+    Checked before decoding: a usable video stream, its declared size (at most MAX_SIDE), the
+    declared frame count, the checksum tag of our own files, and the decode memory budget. Every
+    decoded frame must have the stream's declared size; no more frames than declared are kept.
+    """
     try:
         with _open(data) as container:
             stream = container.streams.video[0]
-            fmt = stream.codec_context.pix_fmt or "yuv420p"
+            context = stream.codec_context
+            tags = dict(container.metadata)
+            width, height = int(context.width or 0), int(context.height or 0)
+            if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+                raise BitstreamError(f"the video stream declares a {width}x{height} frame (1 to {MAX_SIDE} a side)")
+            if width % 2 or height % 2:
+                raise BitstreamError(f"the video stream declares a {width}x{height} frame: odd sizes have no 4:2:0 "
+                                     "planes")
+            expected = _declared_frames(tags)
+            packets = [packet for packet in container.demux(stream)]
+            present = sum(1 for p in packets if p.size)
+            if expected is not None and present < expected:
+                raise BitstreamError(f"truncated stream: {present} of the {expected} frames it declares are in the file")
+            if any(key.startswith(TAG_PREFIX) for key in tags):
+                _check_digest(tags, context.extradata, packets)
+            most = expected if expected is not None else min(present, MAX_FRAMES)
+            budget.check_frames("the video stream", max(most, 1), height, width)
+            fmt = context.pix_fmt or "yuv420p"
             bits = 10 if "10" in fmt else 8
             fps = float(stream.average_rate or stream.guessed_rate or 25)
-            expected = container.metadata.get(FRAMES_TAG)
-            planes = [frame_to_planes(frame, bits) for frame in container.decode(stream)]
-    except (av.FFmpegError, OSError, ValueError) as exc:
+            planes = []
+            for packet in packets:  # the last one (size 0) flushes the decoder
+                for frame in context.decode(packet):
+                    if (frame.width, frame.height) != (width, height):
+                        raise BitstreamError(f"a frame decodes at {frame.width}x{frame.height}, the stream declares "
+                                             f"{width}x{height}")
+                    if len(planes) >= most:
+                        raise BitstreamError(f"the stream decodes to more than the {most} frames it declares")
+                    planes.append(frame_to_planes(frame, bits))
+            if not packets or packets[-1].size:
+                for frame in context.decode(None):
+                    if (frame.width, frame.height) == (width, height) and len(planes) < most:
+                        planes.append(frame_to_planes(frame, bits))
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
         raise BitstreamError(f"cannot decode the stream: {getattr(exc, 'strerror', None) or exc}") from None
-    if expected is not None and expected.isdigit() and int(expected) != len(planes):
+    if expected is not None and expected != len(planes):
         raise BitstreamError(f"truncated stream: {len(planes)} of the {expected} frames it declares decode")
     if not planes:
         raise BitstreamError("the stream holds no decodable frames")
+    if not math.isfinite(fps) or not 0 < fps <= 1000:
+        fps = 25.0
     stacked = tuple(np.stack([p[k] for p in planes]) for k in range(3))
     return Video(identity=identity, fps=fps, planes=stacked, bit_depth=bits)
+
+
+def _declared_frames(tags: dict[str, str]) -> int | None:
+    text = tags.get(FRAMES_TAG)
+    if text is None:
+        return None
+    if not text.isdigit() or not 0 < int(text) <= MAX_FRAMES:
+        raise BitstreamError(f"the file's frame count tag {text[:20]!r} is not 1 to {MAX_FRAMES}")
+    return int(text)
+
+
+def _check_digest(tags: dict[str, str], extradata: bytes | None, packets) -> None:
+    stored = tags.get(CHECKSUM_TAG)
+    if stored is None:  # written before checksums existed: decoded as before (golden files are such)
+        return
+    if stream_digest(tags, extradata, packets) != stored.strip().lower():
+        raise BitstreamError("damaged file: the elementary stream does not match its checksum")
 
 
 class _RateControl:

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from baselines.prune import apply_masks_, code_network, decode_network, global_magnitude_masks, prunable_names
+from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, mse, parameter_shapes, render
 from weightstep.coding.container import Container
@@ -56,6 +57,7 @@ from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
 from weightstep.video import Video
 
 SECTION = "NETW"
+LARGE_RENDER = 1 << 22  # pixels (all frames) from which rendering shows a progress bar
 FINETUNE_MIN_SHARE = 0.1  # of a time budget kept for the fine-tune after pruning, however many epochs may fit
 
 # A training batch: a callable that, given the network, returns (prediction, target).
@@ -220,7 +222,12 @@ class FullSequenceCodec(Codec):
         order = list(range(net.frames)) if indices is None else list(indices)
         device = next(net.parameters()).device
         parts = []
-        for start in range(0, len(order), self.RENDER_GROUP):
+        starts = range(0, len(order), self.RENDER_GROUP)
+        if len(order) * net.height * net.width >= LARGE_RENDER:  # a bar when rendering takes a while
+            from weightstep.progress import track
+
+            starts = track(starts, f"{self.name}: rendering {len(order)} frames", total=len(starts))
+        for start in starts:
             group = torch.tensor(order[start:start + self.RENDER_GROUP], dtype=torch.long, device=device)
             parts.append(render(net, weights, group).cpu())
         return torch.cat(parts, dim=0)
@@ -320,17 +327,31 @@ class FullSequenceCodec(Codec):
         except (ConfigError, TypeError, AttributeError) as exc:
             raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
         frames, height, width = header["frames"], header["height"], header["width"]
-        try:
-            net = self.network(cfg, frames, height, width).to(self.device)
-        except ConfigError as exc:
-            raise BitstreamError(f"{self.name} stream: cannot build its network ({exc})") from None
+        section = container.section(SECTION)
+
+        def build_network() -> nn.Module:
+            try:
+                return self.network(cfg, frames, height, width)
+            except ConfigError as exc:
+                raise BitstreamError(f"{self.name} stream: cannot build its network ({exc})") from None
+
+        def one_group(net: nn.Module) -> torch.Tensor:  # one rendering call, as render_frames makes them
+            count = min(self.RENDER_GROUP, frames)
+            return net(torch.arange(count, dtype=torch.long, device="cpu"))
+
+        budget.check_network(f"{self.name} stream", build_network, frames=frames, height=height, width=width,
+                             run=one_group, read_weights=lambda meta: decode_network(
+                                 section, parameter_shapes(meta), prunable_names(parameter_shapes(meta))))
+        net = build_network().to(self.device)
         for key, value in self.header_extra(net).items():
             if header.get(key) != value:
                 raise BitstreamError(f"{self.name} stream: header {key!r} is {header.get(key)!r}, "
                                      f"its config implies {value!r}")
         shapes = parameter_shapes(net)
         masked = prunable_names(shapes)
-        weights = decode_network(container.section(SECTION), shapes, masked)
+        weights = decode_network(section, shapes, masked)
+        if not all(bool(torch.isfinite(w).all()) for w in weights.values()):
+            raise BitstreamError(f"{self.name} stream: weights that are not finite numbers")
         out = self.render_frames(net, weights)
         return Video(identity=f"decoded:{self.name}", fps=header["fps"], rgb_frames=frames_to_numpy(out))
 

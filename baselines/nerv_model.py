@@ -144,7 +144,7 @@ def positional_encoding(t: torch.Tensor, base: float, levels: int) -> torch.Tens
     Computed in float64 on the CPU (see the module docstring).
     """
     t = t.detach().to("cpu", torch.float64).reshape(-1, 1)
-    freqs = (float(base) ** torch.arange(int(levels), dtype=torch.float64)) * math.pi
+    freqs = (float(base) ** torch.arange(int(levels), dtype=torch.float64, device="cpu")) * math.pi
     angles = t * freqs
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=2).reshape(t.shape[0], -1).to(torch.float32)
 

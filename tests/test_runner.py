@@ -12,7 +12,7 @@ from weightstep.cli import app
 from weightstep.codecs import harness
 from weightstep.codecs.base import Codec
 from weightstep.config import param
-from weightstep.errors import InputError, UnavailableError
+from weightstep.errors import InputError
 from weightstep.experiments import executors, expand, job_key, parse_protocol, run_protocol
 from weightstep.experiments.jobs import read_options
 from weightstep.experiments.store import Store
@@ -234,17 +234,6 @@ def test_parallel_jobs_in_worker_processes(tmp_path):
         rows = store.rows()
     assert run["workers"] == 2 and run["threads_per_job"] >= 1
     assert all((tmp_path / "run" / r["bitstream"]).is_file() for r in rows)
-
-
-def test_ray_executor_without_ray_is_unavailable(tmp_path):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(UnavailableError, match="pip install ray"):
-            run_protocol(make_protocol(X264), tmp_path / "run", executor="ray", report=False)
-        assert not (tmp_path / "run").exists()
-    else:  # pragma: no cover
-        pytest.skip("ray is installed")
 
 
 def test_sequences_under_a_data_root_have_portable_identities(tmp_path):

@@ -139,8 +139,10 @@ def encode(video: Annotated[str, typer.Argument(help="path, sample:NAME or synth
     from weightstep import registry
     from weightstep.codecs import harness
     from weightstep.config import parse_assignments
+    from weightstep.fileio import check_output_path
     from weightstep.video.readers import open_video
 
+    check_output_path(output)  # before hours of fitting
     instance = registry.create(codec, parse_assignments(param))
     reason = instance.availability()
     if reason:
@@ -164,8 +166,9 @@ def decode(bitstream: Annotated[Path, typer.Argument(help="a file written by `we
     """Decode a bitstream and write the video."""
     from weightstep.codecs import harness
     from weightstep.fileio import read_bytes
-    from weightstep.video.writers import write_video
+    from weightstep.video.writers import check_writable, write_video
 
+    check_writable(output)  # before decoding
     codec, decoded = harness.decode_bytes(read_bytes(bitstream), device)
     write_video(decoded, output)
     err.print(f"{codec.name}: {decoded.frames} frames {decoded.width}x{decoded.height} -> {output}")
@@ -200,6 +203,7 @@ def run_protocol_command(
         resume: Annotated[bool, typer.Option("--resume", help="continue a run in --out: skip its finished jobs")] = False,
         jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="jobs at a time (local default 1; ray default: the cluster's CPUs)")] = None,
         executor: Annotated[str, typer.Option("--executor", help="local or ray")] = "local",
+        address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (e.g. HOST:6379 or ray://HOST:10001; default RAY_ADDRESS, else a local Ray on 127.0.0.1)")] = None,
         data_root: Annotated[Path | None, typer.Option("--data-root", help="folder holding the datasets' roots (UVG, MCL-JCV, VTL)")] = None,
         profile: Annotated[str | None, typer.Option("--profile", help="apply the protocol's profiles.NAME read options, e.g. cpu")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit; run nothing")] = False,
@@ -215,8 +219,18 @@ def run_protocol_command(
     def echo(text: str) -> None:
         err.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    summary = run_protocol(spec, out_dir or Path("runs") / spec.name, resume=resume, jobs=jobs, executor=executor,
-                           echo=echo, report=not no_report, command=" ".join(sys.argv))
+    run_dir = out_dir or Path("runs") / spec.name
+    try:
+        summary = run_protocol(spec, run_dir, resume=resume, jobs=jobs, executor=executor, echo=echo,
+                               report=not no_report, command=" ".join(sys.argv), address=address)
+    except KeyboardInterrupt:
+        again = [f"weightstep run {protocol} --out {run_dir} --resume"]
+        again += [f"--{name} {value}" for name, value in (("profile", profile), ("data-root", data_root),
+                                                          ("executor", executor if executor != "local" else None),
+                                                          ("address", address)) if value]
+        err.print(f"weightstep: interrupted; every finished job is saved in {run_dir / 'results.sqlite'}. "
+                  f"Continue with: {' '.join(again)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     out.print(summary.line(), markup=False, highlight=False, soft_wrap=True)
 
 

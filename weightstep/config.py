@@ -8,6 +8,7 @@ dataclass (an unknown key names the valid ones) and converts strings to the fiel
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -81,6 +82,8 @@ def validate(config: Any) -> None:
         if value is None:
             continue
         meta = f.metadata
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}={value} is not a finite number")
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, meta['choices']))}")
         if meta.get("low") is not None and value < meta["low"]:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from weightstep import registry
+from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded, Result
 from weightstep.device import resolve_device
 from weightstep.errors import BitstreamError
@@ -47,9 +48,15 @@ def identify(data: bytes, device: str = "auto") -> tuple[Codec, Any]:
     return ConventionalCodec.for_stream(data), None
 
 
+def decode(codec: Codec, data: bytes) -> Video:
+    """``codec.decode(data)``, a failed allocation turned into one clean error (see codecs.budget)."""
+    with budget.guarded(f"decoding a {codec.name} stream"):
+        return codec.decode(data)
+
+
 def decode_bytes(data: bytes, device: str = "auto") -> tuple[Codec, Video]:
     codec, _ = identify(data, device)
-    return codec, codec.decode(data)
+    return codec, decode(codec, data)
 
 
 def encoded_on(container: Any) -> str | None:
@@ -92,7 +99,7 @@ def run(codec: Codec, video: Video, out_path: str | os.PathLike | None = None) -
         with open(out_path, "rb") as handle:
             data = handle.read()
     start = time.perf_counter()
-    decoded = codec.decode(data)
+    decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
     from weightstep.coding.container import MAGIC, Container
 
@@ -105,7 +112,7 @@ def evaluate(data: bytes, video: Video, device: str = "auto") -> Result:
     not timed here). The Result's ``device`` is where it decoded; ``extra.encoded_on`` where it was made."""
     codec, container = identify(data, device)
     start = time.perf_counter()
-    decoded = codec.decode(data)
+    decoded = decode(codec, data)
     decode_s = time.perf_counter() - start
     if (decoded.frames, decoded.width, decoded.height) != (video.frames, video.width, video.height):
         raise BitstreamError(

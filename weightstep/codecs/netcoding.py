@@ -45,7 +45,8 @@ def render(net: nn.Module, weights: dict[str, torch.Tensor], *args) -> torch.Ten
 
 def to_8bit(frames: torch.Tensor) -> torch.Tensor:
     """What a decoder writes: clamp to [0, 1], round to 1/255 steps (float32)."""
-    return torch.round(frames.clamp(0.0, 1.0) * 255.0) / 255.0
+    # nan_to_num: a damaged (CRC-valid) stream can make a network overflow; its pixels stay in [0, 1]
+    return torch.round(torch.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0) * 255.0) / 255.0
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:

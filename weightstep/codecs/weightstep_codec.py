@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from weightstep.codecs import budget
 from weightstep.codecs.anchor import DEFAULT_LR, AnchorSettings, decode_anchor, fit_and_code
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, parameter_shapes, render
@@ -20,7 +21,7 @@ from weightstep.coding.container import Container
 from weightstep.config import param
 from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError
-from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network
+from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network, latent_names
 from weightstep.stepping.code import decode_update
 from weightstep.stepping.schedule import SCHEDULES, StepSettings, joint_steps_for
 from weightstep.stepping.update import UpdateSpec, apply_delta
@@ -146,8 +147,10 @@ class WeightStepCodec(Codec):
         info["format"] = FORMAT
         return info
 
-    def _network(self, height: int, width: int):
-        return build_network(self.config.network_spec(), height, width).to(self.device)
+    def _network(self, height: int, width: int, device: torch.device | None = None):
+        # MLPs render RENDER_CHUNK pixels per pass, in the encoder and the decoder alike (bounded memory)
+        net = build_network(self.config.network_spec(), height, width, chunk_size=budget.RENDER_CHUNK)
+        return net if device is None else net.to(device)
 
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
         cfg = self.config
@@ -164,7 +167,7 @@ class WeightStepCodec(Codec):
     def encode(self, video: Video) -> Encoded:
         cfg = self.config
         frames = torch.from_numpy(video.rgb()).to(self.device)
-        net = self._network(video.height, video.width)
+        net = self._network(video.height, video.width, self.device)
         schedule = SCHEDULES[cfg.schedule]
         coded = []
         for index, (start, count) in enumerate(self.gops(video.frames)):
@@ -206,7 +209,11 @@ class WeightStepCodec(Codec):
                     for t in range(start, start + count)]
         if tags != expected:
             raise BitstreamError(f"the stream's {len(tags)} sections do not match its {frames} frames")
-        net = self._network(height, width)
+        budget.check_network(f"{self.name} stream", lambda: self._network(height, width), frames=frames,
+                             height=height, width=width,
+                             read_weights=lambda meta: None if latent_names(meta)  # latents need a real net
+                             else decode_anchor(container.sections[0][1], meta))
+        net = self._network(height, width, self.device)
         shapes = parameter_shapes(net)
         out, weights, maps = [], None, None
         for tag, section in container.sections:

@@ -128,7 +128,11 @@ def unpack_network(data: bytes, expected: Sequence[tuple[str, Sequence[int]]]) -
             n_steps = shape[0]
         codes = np.frombuffer(r.take(2 * n_steps, f"steps of {name!r}"), dtype="<i2").astype(np.float64)
         loc, scale = struct.unpack("<bB", r.take(2, f"model of {name!r}"))
-        heads.append((name, shape, np.exp2(codes / _STEP_DENOM).astype(np.float32), loc / 8.0, _scale(scale)))
+        with np.errstate(over="ignore"):
+            steps = np.exp2(codes / _STEP_DENOM).astype(np.float32)
+        if not (np.isfinite(steps).all() and (steps > 0).all()):  # a damaged step code (found by fuzzing)
+            raise BitstreamError(f"tensor stream: step of {name!r} out of range")
+        heads.append((name, shape, steps, loc / 8.0, _scale(scale)))
     lo, hi = _SUPPORT.unpack(r.take(_SUPPORT.size, "support"))
     if hi < lo or hi - lo + 1 > MAX_SUPPORT:
         raise BitstreamError(f"tensor stream: invalid support [{lo}, {hi}]")

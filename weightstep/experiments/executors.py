@@ -10,8 +10,8 @@ workers on other machines need no shared file system.
   threads per worker, and never has more than N jobs submitted, so a killed run loses at most
   the N in flight. A worker that dies (killed for memory, a crash) costs its jobs one retry;
   a job in flight during two such deaths is recorded as failed.
-- :class:`RayExecutor` hands jobs to Ray (``pip install ray``; ``RAY_ADDRESS`` picks a
-  cluster, else Ray starts a local one), each asking for the protocol's ``[resources]``.
+- :class:`~weightstep.experiments.ray_executor.RayExecutor` hands jobs to a Ray cluster (its own
+  module; Ray is an optional extra).
 """
 
 from __future__ import annotations
@@ -214,63 +214,19 @@ class LocalExecutor:
             pool.shutdown(wait=not running, cancel_futures=True)
 
 
-class RayExecutor:
-    """Jobs on a Ray cluster; ``jobs`` caps how many are submitted at once (default: the cluster's CPUs)."""
-
-    name = "ray"
-
-    def __init__(self, jobs: int | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0):
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UnavailableError("the ray executor needs `pip install ray` (the `ray` extra: pip install "
-                                   "'weightstep[ray]'); or use --executor local") from None
-        if jobs is not None and jobs < 1:
-            raise ConfigError(f"--jobs {jobs}: must be 1 or more")
-        self.jobs = jobs
-        self.cpus_per_job = cpus_per_job
-        self.gpus_per_job = gpus_per_job
-
-    def describe(self) -> dict[str, Any]:
-        return {"executor": self.name, "workers": self.jobs, "threads_per_job": max(1, int(self.cpus_per_job)),
-                "cpus_per_job": self.cpus_per_job, "gpus_per_job": self.gpus_per_job}
-
-    def execute(self, jobs: list[Job]) -> Iterator[tuple[Job, dict[str, Any]]]:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
-                     runtime_env={"env_vars": dict(_QUIET)})
-        limit = self.jobs or max(1, int(ray.cluster_resources().get("CPU", 1) // max(self.cpus_per_job, 1e-9)))
-        remote = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job, max_retries=1)(execute_job)
-        threads = max(1, int(self.cpus_per_job))
-        queue = deque(jobs)
-        running: dict[Any, Job] = {}
-        try:
-            while queue or running:
-                while queue and len(running) < limit:
-                    job = queue.popleft()
-                    running[remote.remote(job.to_dict(), threads)] = job
-                ready, _ = ray.wait(list(running), num_returns=1)
-                for ref in ready:
-                    job = running.pop(ref)
-                    try:
-                        yield job, ray.get(ref)
-                    except Exception as exc:  # the task or its worker died (ray.exceptions.*)
-                        yield job, _died(job, f"Ray: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-
-
-def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1.0,
-                  gpus_per_job: float = 0.0) -> LocalExecutor | RayExecutor:
-    """The executor called ``name`` ('local' or 'ray')."""
+def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
+                  address: str | None = None, retries: int = 2, timeout_s: float | None = None):
+    """The executor called ``name`` ('local' or 'ray'); ``address`` and the rest are Ray's."""
     if name == "local":
+        if address:
+            raise ConfigError("--address is for --executor ray")
         return LocalExecutor(1 if jobs is None else jobs)
     if name == "ray":
-        return RayExecutor(jobs, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job)
+        from weightstep.experiments.ray_executor import RayExecutor
+
+        return RayExecutor(jobs, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, address=address,
+                           retries=retries, timeout_s=timeout_s)
     raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "execute_job", "make_executor"]
+__all__ = ["EXECUTORS", "LocalExecutor", "execute_job", "make_executor"]

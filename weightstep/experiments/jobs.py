@@ -285,6 +285,8 @@ class Job:
     suffix: str
     status: str = TODO
     reason: str | None = None
+    cpus: float | None = None  # what the job asks of a Ray cluster (None: the protocol's [resources])
+    gpus: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -367,7 +369,8 @@ def expand(protocol: Protocol) -> Plan:
                                          rate_index=index, rate_point=dict(point), params=params, config=config,
                                          seed=seed, dataset=video.dataset, video=video.identity,
                                          video_label=video.label, spec=video.spec, options=video.options,
-                                         suffix=prep.suffix, status=status, reason=reason))
+                                         suffix=prep.suffix, status=status, reason=reason,
+                                         cpus=technique.cpus, gpus=technique.gpus))
     return plan
 
 

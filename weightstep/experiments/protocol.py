@@ -79,6 +79,8 @@ class TechniqueSpec:
     rate_points: tuple[Mapping[str, Scalar], ...] = param(({},), "parameter sets, one per point of the RD "
                                                          "curve (BD-rate needs at least 4)")
     description: str = param("", "one line for the report")
+    cpus: float | None = param(None, "Ray num_cpus of each of its jobs (none: [resources] cpus_per_job)", low=0.0)
+    gpus: float | None = param(None, "Ray num_gpus of each of its jobs (none: [resources] gpus_per_job)", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class Resources:
 
     cpus_per_job: float = param(1.0, "Ray num_cpus of a job; also its torch threads under Ray", low=0.0)
     gpus_per_job: float = param(0.0, "Ray num_gpus of a job (fractions share a GPU)", low=0.0)
+    retries: int = param(2, "Ray retries of a job whose worker died (killed, lost node), then it is failed",
+                         low=0, high=100)
+    timeout_s: float | None = param(None, "wall-clock limit of one job under Ray: it is cancelled and "
+                                    "recorded as failed after this (none: no limit)", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,7 @@ def _parse_dataset(data: Any, index: int, file: str) -> DatasetSpec:
 
 # techniques ---------------------------------------------------------------------------------------
 
-_TECHNIQUE_KEYS = ("label", "codec", "params", "rate_points", "vary", "description")
+_TECHNIQUE_KEYS = ("label", "codec", "params", "rate_points", "vary", "description", "cpus", "gpus")
 
 
 def _variant_label(label: str, combo: Mapping[str, Scalar]) -> str:
@@ -280,10 +286,13 @@ def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
         if len({tuple(sorted(p.items())) for p in points}) != len(points):
             table.fail("rate_points has repeated parameter sets")
     description = table.get("description", str, "")
+    cpus, gpus = table.get("cpus", float, None), table.get("gpus", float, None)
+    if (cpus is not None and not 0 < cpus < 1e6) or (gpus is not None and not 0 <= gpus < 1e6):
+        table.fail("cpus must be > 0 and gpus >= 0")
     vary = table.get("vary", dict, {})
     if not vary:
         return [TechniqueSpec(label=label, codec=codec, params=params, rate_points=points,
-                              description=description)]
+                              description=description, cpus=cpus, gpus=gpus)]
     lists: dict[str, list] = {}
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
@@ -298,7 +307,7 @@ def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
     for combo_values in product(*lists.values()):
         combo = dict(zip(lists, combo_values, strict=True))
         out.append(TechniqueSpec(label=_variant_label(label, combo), codec=codec, params={**params, **combo},
-                                 rate_points=points, description=description))
+                                 rate_points=points, description=description, cpus=cpus, gpus=gpus))
     return out
 
 
@@ -390,9 +399,12 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     res_table = _Table(data.get("resources", {}), "resources", file)
     res_table.check_keys(tuple(f.name for f in fields(Resources)))
     resources = Resources(cpus_per_job=res_table.get("cpus_per_job", float, 1.0),
-                          gpus_per_job=res_table.get("gpus_per_job", float, 0.0))
-    if resources.cpus_per_job <= 0 or resources.gpus_per_job < 0:
+                          gpus_per_job=res_table.get("gpus_per_job", float, 0.0),
+                          retries=res_table.get("retries", int, 2), timeout_s=res_table.get("timeout_s", float, None))
+    if not (0 < resources.cpus_per_job < 1e6 and 0 <= resources.gpus_per_job < 1e6):
         res_table.fail("cpus_per_job must be > 0 and gpus_per_job >= 0")
+    if not 0 <= resources.retries <= 100 or (resources.timeout_s is not None and not resources.timeout_s > 0):
+        res_table.fail("retries must be 0 to 100 and timeout_s a positive number of seconds")
     profiles = _parse_profiles(data.get("profiles", {}), datasets, file)
     root = data_root if data_root is not None else top.get("data_root", str) or os.environ.get(DATA_ROOT_ENV)
     base_dir = str(Path(file).resolve().parent) if Path(file).exists() else os.getcwd()

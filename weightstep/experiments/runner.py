@@ -182,7 +182,7 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
 
 def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool = False, jobs: int | None = None,
                  executor: str = "local", echo: Echo | None = None, report: bool = True,
-                 command: str | None = None) -> RunSummary:
+                 command: str | None = None, address: str | None = None) -> RunSummary:
     """Run ``protocol`` into ``out_dir`` and (``report``) write the report; returns what was done.
 
     Raises InputError when ``out_dir`` already holds a run and ``resume`` is false, and
@@ -193,8 +193,9 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
 
     run_dir = Path(out_dir)
     start_clock = time.perf_counter()
-    runner = make_executor(executor, jobs, cpus_per_job=protocol.resources.cpus_per_job,
-                           gpus_per_job=protocol.resources.gpus_per_job)
+    res = protocol.resources
+    runner = make_executor(executor, jobs, cpus_per_job=res.cpus_per_job, gpus_per_job=res.gpus_per_job,
+                           address=address, retries=res.retries, timeout_s=res.timeout_s)
     plan = expand(protocol)
     if not plan.jobs:
         raise InputError(f"{protocol.path}: no clips to run: " + ("; ".join(plan.notes) or "no videos"))
@@ -221,9 +222,19 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
                 "command": command or " ".join(sys.argv), "meta": protocol_meta(plan),
                 "keys": [j.key for j in plan.jobs]})
             write_file(run_dir / "protocol.toml", protocol.text.encode("utf-8"))
+            _remove_partial_files(run_dir)
             return _execute(store, run_id, plan, runner, done_keys, echo, report, run_dir, start_clock, enabled())
     finally:
         store.close()
+
+
+def _remove_partial_files(run_dir: Path) -> None:
+    """Delete the temporary files a killed run left half-written (``.NAME.*.part``); the lock is held."""
+    for stale in run_dir.glob("bitstreams/**/.*.part"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
 
 
 def _progress(show: bool):

@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from weightstep.errors import ConfigError, InputError
+from weightstep.fileio import check_output_path
 from weightstep.video.avframes import fps_fraction, planes_to_frame, quiet_libav
 from weightstep.video.colour import yuv420_to_rgb
 from weightstep.video.rawyuv import write_raw
@@ -108,11 +109,11 @@ def _write_png_folder(video: Video, path: Path) -> None:
         raise
 
 
-def write_video(video: Video, path: str | os.PathLike) -> None:
-    """Write ``video`` to ``path``, format by suffix; see the module docstring.
+def check_writable(path: str | os.PathLike) -> tuple[Path, str, bool]:
+    """(target, suffix, is a PNG folder) for an output path, checked before any work is done.
 
-    Raises ConfigError for an unsupported suffix and InputError when the path cannot be written.
-    Missing parent folders are created.
+    ConfigError for an unsupported suffix; InputError when its folder is missing or not writable
+    (:func:`weightstep.fileio.check_output_path`: the one rule for every output, never created).
     """
     text = os.fspath(path)
     target = Path(text).expanduser()
@@ -120,8 +121,19 @@ def write_video(video: Video, path: str | os.PathLike) -> None:
     folder = text.endswith(("/", os.sep)) or not suffix or target.is_dir()
     if not folder and suffix not in FILE_SUFFIXES:
         raise ConfigError(f"cannot write {text}: use a .y4m, .yuv or .mkv file, or a folder for PNG frames")
+    check_output_path(target, folder_ok=folder)
+    return target, suffix, folder
+
+
+def write_video(video: Video, path: str | os.PathLike) -> None:
+    """Write ``video`` to ``path``, format by suffix; see the module docstring.
+
+    Raises ConfigError for an unsupported suffix and InputError when the path cannot be written
+    (see :func:`check_writable`).
+    """
+    text = os.fspath(path)
+    target, suffix, folder = check_writable(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         if folder:
             _write_png_folder(video, target)
             return
