@@ -268,6 +268,23 @@ def _check_expected(expected: Sequence[tuple[str, Sequence[int]]]) -> list[tuple
     return checked
 
 
+def read_flags(r: ByteReader, name: str) -> bool:
+    """A tensor's flags byte (both tensor layouts): True for per-channel steps; unknown bits refused."""
+    flags = r.take(1, f"flags of {name!r}")[0]
+    if flags & ~_FLAG_PER_CHANNEL:
+        raise BitstreamError(f"tensor stream: unknown flags {flags:#x} for {name!r}")
+    return bool(flags & _FLAG_PER_CHANNEL)
+
+
+def step_count(per_channel: bool, name: str, shape: tuple[int, ...]) -> int:
+    """How many steps a tensor of ``shape`` stores: 1, or shape[0] (refused where it cannot be per channel)."""
+    if not per_channel:
+        return 1
+    if len(shape) < 2 or shape[0] < 2:
+        raise BitstreamError(f"tensor stream: per-channel steps on {name!r} of shape {shape}")
+    return shape[0]
+
+
 def unpack_tensors(data: bytes, expected: Sequence[tuple[str, Sequence[int]]]) -> list[QuantisedTensor]:
     """Read tensors written by :func:`pack_tensors`, checking count and shapes against ``expected``."""
     want = _check_expected(expected)
@@ -277,20 +294,14 @@ def unpack_tensors(data: bytes, expected: Sequence[tuple[str, Sequence[int]]]) -
         raise BitstreamError(f"tensor stream: holds {count} tensors, the network has {len(want)}")
     tensors = []
     for name, shape in want:
-        flags = r.take(1, f"flags of {name!r}")[0]
-        if flags & ~_FLAG_PER_CHANNEL:
-            raise BitstreamError(f"tensor stream: unknown flags {flags:#x} for {name!r}")
+        per_channel = read_flags(r, name)
         ndim = r.varint(f"rank of {name!r}")
         if ndim > _MAX_NDIM:
             raise BitstreamError(f"tensor stream: rank {ndim} of {name!r} is out of bounds")
         got = tuple(r.varint(f"shape of {name!r}") for _ in range(ndim))
         if got != shape:
             raise BitstreamError(f"tensor stream: {name!r} has shape {got}, the network expects {shape}")
-        n_steps = 1
-        if flags & _FLAG_PER_CHANNEL:
-            if len(shape) < 2 or shape[0] < 2:
-                raise BitstreamError(f"tensor stream: per-channel steps on {name!r} of shape {shape}")
-            n_steps = shape[0]
+        n_steps = step_count(per_channel, name, shape)
         step = np.frombuffer(r.take(4 * n_steps, f"steps of {name!r}"), dtype="<f4").astype(np.float32)
         if not (np.isfinite(step).all() and (step > 0).all()):
             raise BitstreamError(f"tensor stream: invalid step for {name!r}")

@@ -31,7 +31,7 @@ import numpy as np
 from weightstep.coding.entropy import MAX_COUNT, MAX_SUPPORT
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.coding.latents import ideal_bits
-from weightstep.coding.quantise import QuantisedTensor, unpack_tensors
+from weightstep.coding.quantise import QuantisedTensor, read_flags, step_count, unpack_tensors
 from weightstep.errors import BitstreamError
 
 MARKER = 0
@@ -118,14 +118,7 @@ def unpack_network(data: bytes, expected: Sequence[tuple[str, Sequence[int]]]) -
         raise BitstreamError(f"tensor stream: holds {count} tensors, the network has {len(want)}")
     heads = []
     for name, shape in want:
-        flags = r.take(1, f"flags of {name!r}")[0]
-        if flags & ~_FLAG_PER_CHANNEL:
-            raise BitstreamError(f"tensor stream: unknown flags {flags:#x} for {name!r}")
-        n_steps = 1
-        if flags & _FLAG_PER_CHANNEL:
-            if len(shape) < 2 or shape[0] < 2:
-                raise BitstreamError(f"tensor stream: per-channel steps on {name!r} of shape {shape}")
-            n_steps = shape[0]
+        n_steps = step_count(read_flags(r, name), name, shape)
         codes = np.frombuffer(r.take(2 * n_steps, f"steps of {name!r}"), dtype="<i2").astype(np.float64)
         loc, scale = struct.unpack("<bB", r.take(2, f"model of {name!r}"))
         with np.errstate(over="ignore"):
