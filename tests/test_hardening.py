@@ -238,7 +238,7 @@ def test_ctrl_c_stops_a_run_cleanly_and_says_how_to_resume(tmp_path):
 
     from weightstep.experiments.store import Store
 
-    crfs = range(0, 52, 2)  # 26 jobs: enough that the interrupt lands mid-run even on a loaded machine
+    crfs = range(0, 52, 2)  # 26 slow-preset jobs: the interrupt lands mid-run even on a loaded machine
     points = ", ".join(f"{{ crf = {c} }}" for c in crfs)
     protocol = tmp_path / "p.toml"
     protocol.write_text(f"""
@@ -246,13 +246,13 @@ name = "ctrl-c"
 [[datasets]]
 name = "s"
 videos = ["synthetic:testsrc2"]
-frames = 3
-width = 64
-height = 48
+frames = 8
+width = 192
+height = 144
 [[techniques]]
 label = "H.264"
 codec = "x264"
-params = {{ preset = "ultrafast" }}
+params = {{ preset = "veryslow" }}
 rate_points = [{points}]
 """)
     run_dir = tmp_path / "run"
