@@ -257,10 +257,13 @@ rate_points = [{points}]
 """)
     run_dir = tmp_path / "run"
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root, "WEIGHTSTEP_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": root, "WEIGHTSTEP_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}  # each "done" line reaches the test as it is written
     base = [sys.executable, "-c", "from weightstep.cli import main; main()", "run", str(protocol), "--out",
             str(run_dir), "--no-report"]
-    process = subprocess.Popen(base, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # a child inherits an ignored SIGINT from whatever the suite ran before; give it the default back
+    process = subprocess.Popen(base, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in process.stderr:  # bounded: the process ends after its jobs at the latest
         seen.append(line)
