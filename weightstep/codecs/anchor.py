@@ -33,13 +33,14 @@ from torch import nn
 from torch.func import functional_call
 
 from weightstep.codecs.latentcoding import decode_latents, encode_latents, latent_bits
-from weightstep.codecs.netcoding import mse, parameter_shapes, render
+from weightstep.coding.coded_network import CodedNetwork
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.coding.quantise import QuantisedTensor, quantise_absolute
 from weightstep.coding.stepsearch import search_steps
 from weightstep.coding.tensorpack import pack_network, unpack_network
 from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
+from weightstep.inr.render import mse, parameter_shapes, render
 
 # Adam learning rates that worked for each network on carphone (benchmarks/anchor_rd.py).
 DEFAULT_LR = {"siren": 1e-3, "fourier": 1e-2, "dip": 5e-3, "grid": 3e-2}
@@ -57,14 +58,6 @@ class AnchorSettings:
     seed: int = 0  # torch seed of the straight-through phases (the codec's seed, whatever the network)
     loss: str = "mse"  # reconstruction loss of the straight-through phases (the codec's)
     step_sweeps: int = 2  # per-tensor step refinement sweeps (0 = one shared step, as before)
-
-
-@dataclass
-class CodedNetwork:
-    data: bytes  # the anchor section: packed weights (and latents)
-    weights: dict[str, torch.Tensor]  # dequantised weights (and integer latents), what the decoder gets
-    frame: torch.Tensor  # (1,3,H,W) 8-bit-level reconstruction from those weights
-    report: dict[str, Any]  # fit and quantisation facts for the Result's extra
 
 
 def _ste(value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -124,6 +117,16 @@ def _cost(net: nn.Module, weights: dict[str, torch.Tensor], target_cpu: torch.Te
     """(D + lam_bit * all bits, latent bits) of decoder-side ``weights``."""
     bits = latent_bits(net, weights) if latent_names(net) else 0.0
     return mse(render(net, weights).cpu(), target_cpu) + lam_bit * (weight_bits + bits), bits
+
+
+def fit_only(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, label: str) -> float | None:
+    """The fit phase of :func:`fit_and_code` alone (latents with noise and their bits in the loss);
+    returns the fit's last PSNR. For schedules that train the anchor further before coding it."""
+    if settings.fit is None:
+        return None
+    pixels = target.shape[-1] * target.shape[-2]
+    report = _train(net, target, settings.fit, settings.lam / pixels, latent_mode="noise", label=label)
+    return report.last_psnr
 
 
 def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, label: str) -> CodedNetwork:

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call
 
 from weightstep.coding.quantise import (
     DEFAULT_CANDIDATES,
@@ -24,33 +21,10 @@ from weightstep.coding.quantise import (
     search_step,
     unpack_tensors,
 )
+from weightstep.inr.render import frames_to_numpy, mse, parameter_shapes, render, to_8bit, weights_of
 
-
-def parameter_shapes(net: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    """What the decoder expects, derived from the config-built network (never from the stream)."""
-    return [(name, tuple(p.shape)) for name, p in net.named_parameters()]
-
-
-def weights_of(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in net.named_parameters()}
-
-
-def render(net: nn.Module, weights: dict[str, torch.Tensor], *args) -> torch.Tensor:
-    """Network output with ``weights`` in place, clamped to [0, 1] and rounded to 8-bit levels."""
-    with torch.no_grad():
-        device = next(net.parameters()).device
-        out = functional_call(net, {k: v.to(device) for k, v in weights.items()}, args)
-        return to_8bit(out)
-
-
-def to_8bit(frames: torch.Tensor) -> torch.Tensor:
-    """What a decoder writes: clamp to [0, 1], round to 1/255 steps (float32)."""
-    # nan_to_num: a damaged (CRC-valid) stream can make a network overflow; its pixels stay in [0, 1]
-    return torch.round(torch.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0) * 255.0) / 255.0
-
-
-def mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.mean((a.float() - b.float()) ** 2))
+__all__ = ["code_weights", "decode_weights", "frames_to_numpy", "mse", "parameter_shapes", "render", "to_8bit",
+           "weights_of"]  # the rendering helpers live in weightstep.inr.render; re-exported here
 
 
 def code_weights(weights: dict[str, torch.Tensor], distortion: Callable[[dict[str, torch.Tensor]], float],
@@ -69,8 +43,3 @@ def decode_weights(data: bytes, shapes: list[tuple[str, tuple[int, ...]]]) -> di
     """Section bytes -> dequantised weights, shapes checked against what the config implies."""
     tensors: list[QuantisedTensor] = unpack_tensors(data, shapes)
     return {q.name: q.dequantise() for q in tensors}
-
-
-def frames_to_numpy(frames: torch.Tensor) -> np.ndarray:
-    """(T,3,H,W) float tensor in [0, 1] -> contiguous float32 numpy (for Video.rgb_frames)."""
-    return np.ascontiguousarray(frames.detach().cpu().float().numpy())

@@ -14,17 +14,18 @@ from typing import Any, ClassVar
 import torch
 
 from weightstep.codecs import budget
-from weightstep.codecs.anchor import DEFAULT_LR, AnchorSettings, decode_anchor, fit_and_code
+from weightstep.codecs.anchor import DEFAULT_LR, AnchorSettings, decode_anchor, fit_and_code, fit_only
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, parameter_shapes, render
 from weightstep.coding.container import Container
 from weightstep.config import param
 from weightstep.device import device_label, resolve_device, stream_device
-from weightstep.errors import BitstreamError
+from weightstep.errors import BitstreamError, ConfigError
 from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network, latent_names
-from weightstep.stepping.code import decode_update
 from weightstep.stepping.schedule import SCHEDULES, StepSettings, joint_steps_for
-from weightstep.stepping.update import UpdateSpec, apply_delta
+from weightstep.stepping.step import GATE_BITS, STEP_KINDS, decode_frame_step, initial_state, split_kind
+from weightstep.stepping.update import UpdateSpec
+from weightstep.stepping.warp import warp_targets
 from weightstep.video import Video
 
 ANCHOR = "ANCH"  # section of a full network (frame 0 of each GOP)
@@ -32,8 +33,6 @@ STEP = "STEP"  # section of one weight update
 SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
 FORMAT = 1  # layout of this codec's sections; bump when it changes
 
-
-GATE_BITS = 12.0  # bits an open gate costs (position + value), turning lambda into the gates' penalty
 
 
 @dataclass(frozen=True)
@@ -68,19 +67,31 @@ class WeightStepConfig:
     time_budget: float | None = param(None, "wall-time budget in seconds for the anchor fit (equal-time "
                                       "comparisons); none = run all steps", low=0.0)
     update: str = param("l0", "how each frame after the anchor is coded: l0 gates on each weight's update, "
-                        "dct gates on the DCT coefficients of each tensor's update, dense (the control)",
-                        choices=("l0", "dct", "dense"))
+                        "dct gates on the DCT coefficients of each tensor's update, dense (the control); warp "
+                        "moves what the network sees (affine + a coarse displacement grid, a few bytes); "
+                        "warp+l0 / warp+dct / warp+dense fit a warp and an update together", choices=STEP_KINDS)
+    step_lambda_scale: float = param(1.0, "steps minimise D + scale * lambda * bpp: a step's quality persists "
+                                     "into the frames that start from it, so its distortion weighs more than "
+                                     "once (below 1 keeps the quality from decaying)", low=0.0, high=10.0)
+    warp_grid: int = param(4, "displacement nodes per side of a warp (2 x grid^2 numbers beside the 6 affine "
+                           "ones): local motion for a few bytes", low=0, high=32)
+    warp_lr: float = param(0.05, "Adam lr of the warp's values, in pixels per step", low=0.0, high=10.0)
     schedule: str = param("two-stage", "two-stage: anchor, then each update in turn from the decoded weights; "
                           "single-stage: anchor and all updates fitted jointly", choices=("two-stage", "single-stage"))
-    gop: int = param(0, "restart with a fresh anchor every gop frames (proposal §4.3 slices); 0 = one anchor",
-                     low=0, high=100000)
+    gop: str = param("0", "restart with a fresh anchor every gop frames (proposal §4.3 slices); 0 = one anchor; "
+                     "auto = a fresh anchor wherever it costs less D + lambda R than the step (scene cuts, reveals)")
     step_steps: int = param(150, "optimiser steps per weight step (two-stage); single-stage runs about as "
                             "many frame evaluations in its joint fit", low=1, high=10**7)
     step_time_budget: float | None = param(None, "wall-time budget in seconds per weight step (two-stage) or "
                                            "for the joint fit (single-stage); none = run all steps", low=0.0)
-    update_lr: float = param(2e-4, "Adam lr of the update values (weights are O(0.1), steps O(1e-3))", low=0.0)
+    update_lr: float | None = param(None, "Adam lr of the update values (none = a fifth of the network kind's "
+                                    "fitting rate: 2e-4 for SIREN weights, 6e-3 for grid latents)", low=0.0)
     gate_lr: float = param(0.05, "Adam lr of the gate logits: at the update's lr gates learn nothing", low=0.0)
-    log_alpha_init: float = param(-3.0, "initial gate logit: gates start closed at test time", low=-20.0, high=20.0)
+    log_alpha_init: float = param(0.0, "gate logit of the first step (later steps start from the previous "
+                                  "step's logits): 0 starts gates open so the fit finds what pays (measured: "
+                                  "-3 left the gates closed and the picture frozen)", low=-20.0, high=20.0)
+    step_patience: int | None = param(30, "stop a step's fit when D + lambda R has not improved for this many "
+                                      "steps (easy frames are cheap); none = always step_steps", low=1, high=10**6)
     frame_batch: int = param(4, "frames per step of the single-stage joint fit", low=1, high=4096)
     per_channel: bool = param(True, "quantisation step per output channel (else one per tensor)")
     step_sweeps: int = param(2, "sweeps of the per-tensor quantisation step refinement after the shared "
@@ -93,6 +104,16 @@ class WeightStepConfig:
     device: str = param("auto", "where to fit: auto (CUDA when present), cpu or cuda")
 
     aliases: ClassVar[dict[str, str]] = {"lambda": "lam", "q_lambda": "lam"}  # -p lambda=... (a Python keyword)
+
+    def __post_init__(self) -> None:
+        if not (self.gop == "auto" or (self.gop.isdigit() and int(self.gop) <= 100000)):
+            raise ConfigError(f"gop={self.gop!r} must be a frame count (0 = one anchor) or auto")
+        if self.schedule == "single-stage" and self.update not in ("l0", "dct", "dense"):
+            raise ConfigError(f"single-stage fits the proposal's update kinds (l0, dct, dense), not {self.update}")
+
+    def gop_size(self) -> int:
+        """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
+        return 0 if self.gop == "auto" else int(self.gop)
 
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(kind=self.inr, width=self.width, depth=self.depth, fourier_sigma=self.fourier_sigma,
@@ -107,17 +128,27 @@ class WeightStepConfig:
     def lr(self) -> float:
         return self.anchor_lr or DEFAULT_LR[self.inr]
 
+    def step_lam(self) -> float:
+        return self.lam * self.step_lambda_scale
+
+    def step_lr(self) -> float:
+        return self.update_lr if self.update_lr is not None else 0.2 * self.lr()
+
     def update_spec(self, pixels: int) -> UpdateSpec:
-        """The gates' penalty per expected open gate is lambda x GATE_BITS / pixels (bits -> bpp)."""
-        return UpdateSpec(kind=self.update, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr,
-                          update_lr=self.update_lr, lam=self.lam * GATE_BITS / pixels, seed=self.seed)
+        """The gates' penalty is lambda / pixels x the expected bits (open gates x GATE_BITS, which the
+        two-stage schedule replaces with the coder's own bits per open gate after each frame)."""
+        part = split_kind(self.update)[1] or "dense"
+        return UpdateSpec(kind=part, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr,
+                          update_lr=self.step_lr(), lam=self.step_lam() / pixels, gate_bits=GATE_BITS, seed=self.seed)
 
     def step_settings(self, frames: int) -> StepSettings:
-        fit_config = FitConfig(steps=self.step_steps, lr=self.update_lr, time_budget_s=self.step_time_budget,
-                               seed=self.seed, warmup_fraction=0.0)
-        return StepSettings(fit=fit_config, lam=self.lam, frame_batch=self.frame_batch,
+        fit_config = FitConfig(steps=self.step_steps, lr=self.step_lr(), time_budget_s=self.step_time_budget,
+                               seed=self.seed, warmup_fraction=0.0,
+                               patience=self.step_patience if self.schedule == "two-stage" else None)
+        return StepSettings(fit=fit_config, lam=self.step_lam(), frame_batch=self.frame_batch,
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
-                            anchor_lr=0.1 * self.lr())
+                            anchor_lr=0.1 * self.lr(), kind=self.update, warp_grid=self.warp_grid,
+                            warp_lr=self.warp_lr, refresh="auto" if self.gop == "auto" else "fixed")
 
     def anchor_settings(self, fit_first: bool) -> AnchorSettings:
         fit_config = FitConfig(steps=self.steps(), lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
@@ -156,12 +187,16 @@ class WeightStepCodec(Codec):
         cfg = self.config
         return fit_and_code(net, target, cfg.anchor_settings(fit_first), label=f"anchor {cfg.inr}")
 
+    def _fit_anchor(self, net, target: torch.Tensor) -> float | None:
+        cfg = self.config
+        return fit_only(net, target, cfg.anchor_settings(True), label=f"anchor {cfg.inr} (warm start)")
+
     def gops(self, frames: int) -> list[tuple[int, int]]:
         """(start, count) of each group of pictures: one anchor and its weight steps.
 
         Each fresh anchor's fit starts from the previous anchor's fitted weights (a warm start the
         decoder does not need to know about: every anchor is coded in full)."""
-        size = self.config.gop or frames
+        size = self.config.gop_size() or frames
         return [(start, min(size, frames - start)) for start in range(0, frames, size)]
 
     def encode(self, video: Video) -> Encoded:
@@ -171,10 +206,10 @@ class WeightStepCodec(Codec):
         schedule = SCHEDULES[cfg.schedule]
         coded = []
         for index, (start, count) in enumerate(self.gops(video.frames)):
-            label = f"GOP {index + 1}: " if cfg.gop else ""
+            label = f"GOP {index + 1}: " if cfg.gop_size() else ""
+            extra = {"fit_anchor": self._fit_anchor} if cfg.schedule == "single-stage" else {}
             coded += schedule(net, frames[start:start + count], cfg.update_spec(video.width * video.height),
-                              cfg.step_settings(count),
-                              self._code_anchor, label=label)
+                              cfg.step_settings(count), self._code_anchor, label=label, **extra)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
                   "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
@@ -194,7 +229,6 @@ class WeightStepCodec(Codec):
         if container.codec != self.name or header.get("format") != FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
         from weightstep.config import build
-        from weightstep.errors import ConfigError
 
         try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
             stored = {k: v for k, v in header["config"].items() if k != "device"}
@@ -207,6 +241,9 @@ class WeightStepCodec(Codec):
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
                     for t in range(start, start + count)]
+        if cfg.gop == "auto":  # an anchor first, then each frame a step or a fresh anchor
+            auto_ok = len(tags) == frames and tags[:1] == [ANCHOR] and set(tags) <= {ANCHOR, STEP}
+            expected = tags if auto_ok else expected
         if tags != expected:
             raise BitstreamError(f"the stream's {len(tags)} sections do not match its {frames} frames")
         budget.check_network(f"{self.name} stream", lambda: self._network(height, width), frames=frames,
@@ -215,14 +252,15 @@ class WeightStepCodec(Codec):
                              else decode_anchor(container.sections[0][1], meta))
         net = self._network(height, width, self.device)
         shapes = parameter_shapes(net)
-        out, weights, maps = [], None, None
+        targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
+        out, state, maps = [], None, None
         for tag, section in container.sections:
             if tag == ANCHOR:
                 weights, maps = decode_anchor(section, net), None
-                weights = {k: v.to(self.device) for k, v in weights.items()}
+                state = initial_state(net, {k: v.to(self.device) for k, v in weights.items()}, cfg.update)
             else:
-                delta, maps = decode_update(section, shapes, maps, self.config.update)
-                weights = apply_delta(weights, delta)
-            out.append(render(net, weights).cpu())
+                state, maps = decode_frame_step(section, cfg.update, state, shapes, targets, maps,
+                                                warp_grid=cfg.warp_grid, width=width, height=height)
+            out.append(render(net, state).cpu())
         return Video(identity=f"decoded:{self.name}", fps=header["fps"],
                      rgb_frames=frames_to_numpy(torch.cat(out)))

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weightstep.inr.siren import init_generator, uniform_
-from weightstep.inr.spec import NOISE_KINDS, NetworkSpec
+from weightstep.inr.spec import NOISE_KINDS, NetworkSpec, WarpTarget
 
 LEAKY_SLOPE = 0.2
 
@@ -122,6 +122,10 @@ class DipNet(nn.Module):
                 x = torch.cat([x, skipped[level]], dim=1)
             x = self.dec[level](x)
         return torch.sigmoid(self.head(x))[..., : self.height, : self.width]
+
+    def warp_targets(self) -> tuple[WarpTarget, ...]:
+        """A motion warp moves the fixed noise input (padded frame, one sample per pixel)."""
+        return (WarpTarget("noise", "map"),)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

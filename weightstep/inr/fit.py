@@ -62,6 +62,9 @@ class FitConfig:
     ssim_alpha: float = param(0.7, "weight of L1 in l1ssim (NeRV: 0.7)", low=0.0, high=1.0)
     seed: int = param(0, "torch.manual_seed at the start, for closures that sample", low=0, high=2**31 - 1)
     log_every: int = param(25, "steps between history entries", low=1)
+    patience: int | None = param(None, "stop when a running mean of the loss (D + lambda R for weight steps) "
+                                 "has not improved by 0.1 % for this many steps, so easy frames are cheap; "
+                                 "none = run every step", low=1, high=10**8)
 
 
 @dataclass
@@ -83,7 +86,7 @@ class HistoryPoint:
 
 @dataclass(frozen=True)
 class FitReport:
-    """What a fit did. ``stopped_by`` is ``'steps'``, ``'time_budget'`` or ``'non_finite'``."""
+    """What a fit did. ``stopped_by`` is ``'steps'``, ``'time_budget'``, ``'plateau'`` or ``'non_finite'``."""
 
     label: str
     steps_done: int
@@ -164,6 +167,23 @@ class PlainProgress:
               file=sys.stderr, flush=True)
 
 
+class _Plateau:
+    """Early stop: an exponential running mean of the loss (the loss of gated fits is noisy) that
+    has not improved by ``tolerance`` (relative) for ``patience`` steps."""
+
+    def __init__(self, patience: int, tolerance: float = 1e-3, smoothing: float = 0.1):
+        self.patience, self.tolerance, self.smoothing = patience, tolerance, smoothing
+        self.mean: float | None = None
+        self.best = math.inf
+        self.best_step = 0
+
+    def stalled(self, step: int, loss: float) -> bool:
+        self.mean = loss if self.mean is None else self.mean + self.smoothing * (loss - self.mean)
+        if self.mean < self.best - self.tolerance * abs(self.best) or self.best == math.inf:
+            self.best, self.best_step = self.mean, step
+        return step - self.best_step >= self.patience
+
+
 def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], config: FitConfig, *,
         label: str = "fit", progress: bool = True) -> FitReport:
     """Minimise ``closure(step).loss`` over ``param_groups`` with Adam; see the module docstring.
@@ -188,6 +208,7 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     progress = wanted and (console.is_terminal or console.is_jupyter)
     plain = PlainProgress(label, config.steps) if wanted and not progress else None  # logs get a line now and then
     bar = Progress(*columns, console=console, transient=True, disable=not progress)
+    plateau = _Plateau(config.patience) if config.patience else None
     start = time.perf_counter()
     with bar:
         task = bar.add_task(label, total=config.steps, info="")
@@ -223,6 +244,10 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
                     plain.update(step + 1, time.perf_counter() - start, info)
             if over_time:
                 stopped_by = "time_budget" if step < config.steps - 1 else "steps"
+                break
+            if plateau is not None and plateau.stalled(step, loss_value) and step < config.steps - 1:
+                stopped_by = "plateau"
+                history.append(HistoryPoint(step, loss_value, last_psnr if out.psnr is not None else None, {}))
                 break
     seconds = time.perf_counter() - start
     return FitReport(label=label, steps_done=steps_done, seconds=seconds, final_loss=final_loss,

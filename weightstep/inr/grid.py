@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from weightstep.inr.latent_context import LatentContext
 from weightstep.inr.siren import init_generator, uniform_
-from weightstep.inr.spec import NetworkSpec
+from weightstep.inr.spec import NetworkSpec, WarpTarget
 
 
 def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
@@ -76,6 +76,10 @@ class GridNet(nn.Module):
     def latent_names(self) -> tuple[str, ...]:
         """Names of the parameters coded as integer latents (the rest are network weights)."""
         return tuple(f"latents.{level}" for level in range(self.levels))
+
+    def warp_targets(self) -> tuple[WarpTarget, ...]:
+        """A motion warp moves every latent grid (level l: one sample per 2^l pixels)."""
+        return tuple(WarpTarget(name, "map", 2**level) for level, name in enumerate(self.latent_names()))
 
     def upsampled(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """(1, L, H, W): every level upsampled to the frame and cropped."""

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from weightstep.inr.spec import NetworkSpec
+from weightstep.inr.spec import NetworkSpec, WarpTarget
 
 
 def coordinate_grid(height: int, width: int, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
@@ -80,6 +80,10 @@ class CoordinateMLP(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def warp_targets(self) -> tuple[WarpTarget, ...]:
+        """A motion warp moves the coordinates the MLP reads."""
+        return (WarpTarget("coords", "coords"),)
 
 
 class Siren(CoordinateMLP):

@@ -15,6 +15,20 @@ ACTIVATION_NAMES = ("relu", "gelu")  # Fourier MLP activations
 NOISE_KINDS = ("uniform", "normal")  # DIP fixed-input distributions
 UPSAMPLE_MODES = ("bilinear", "nearest")  # DIP decoder upsampling
 GRID_UPSAMPLE_MODES = ("bicubic", "bilinear")  # latent-grid upsampling to the frame
+WARP_TARGET_KINDS = ("map", "coords")
+
+
+@dataclass(frozen=True)
+class WarpTarget:
+    """A tensor of a network that lies on the frame plane, so a motion warp can resample it.
+
+    Networks list theirs in ``warp_targets()``: the coordinate MLPs their input coordinates, the
+    DIP net its noise input, the grid network its latent grids (:mod:`weightstep.stepping.warp`).
+    """
+
+    name: str  # parameter or buffer name, as in named_parameters() / named_buffers()
+    kind: str  # "map": an (N, C, h, w) tensor of samples; "coords": an (H*W, 2) coordinate field, row-major
+    stride: int = 1  # frame pixels between neighbouring samples (2^level for a latent level)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from weightstep.codecs.anchor import CodedNetwork
-from weightstep.codecs.netcoding import mse, render
+from weightstep.coding.coded_network import CodedNetwork
 from weightstep.inr import FitConfig, StepOutput, fit
 from weightstep.inr.losses import psnr_from_mse
+from weightstep.inr.render import mse, render
 from weightstep.progress import make_progress
 from weightstep.stepping.code import choose_step, encode_update
 from weightstep.stepping.dct import to_coefficients
+from weightstep.stepping.step import FrameStep, StepMemory, code_frame_step, initial_state, split_kind
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta, forward_with
 
 # (network, target frame (1,3,H,W), fit first?) -> the coded anchor
@@ -56,6 +57,76 @@ class StepSettings:
     frame_batch: int  # frames per joint step (single-stage)
     joint_steps: int  # optimiser steps of the joint fit (single-stage)
     anchor_lr: float  # learning rate of theta_0 in the joint fit (single-stage)
+    kind: str = "l0"  # the step kind (stepping.step.STEP_KINDS): an update, a warp, or both
+    warp_grid: int = 4  # displacement nodes per side of a warp
+    warp_lr: float = 0.05  # Adam lr of the warp's values (pixels)
+    refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
+
+
+def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
+    pixels = target.shape[-1] * target.shape[-2]
+    return mse(anchor.frame.cpu(), target.detach().cpu()) + lam * 8 * len(anchor.data) / pixels
+
+
+def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
+              code_anchor: AnchorCoder, label: str = "") -> list[CodedFrame]:
+    """Anchor on ``frames[0]``, then one fitted and coded step per following frame.
+
+    Each step starts from the decoder's state of the previous frame, its gate logits from the
+    previous step's (warm start) and its warp from the previous warp (motion persists); its fit
+    stops early when D + lam R stops improving. With ``refresh='auto'``, a step whose D + lam R
+    exceeds that of the last anchor triggers a fresh anchor fit on the same frame, and the
+    cheaper of the two is coded.
+    """
+    anchor = code_anchor(net, frames[:1], True)
+    coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
+    anchor_cost = _anchor_cost(anchor, frames[:1], settings.lam)
+    state, memory = initial_state(net, anchor.weights, settings.kind), StepMemory()
+    device = frames.device
+    height, width = frames.shape[-2:]
+    lam_per_bit = settings.lam / (height * width)
+    spec = dataclasses.replace(spec, lam=lam_per_bit)
+    with make_progress() as progress:
+        task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
+        for t in range(1, frames.shape[0]):
+            target = frames[t:t + 1]
+            target_cpu = target.detach().cpu()
+            step = FrameStep(net, {k: v.to(device) for k, v in state.items()}, spec, settings.kind, memory,
+                             warp_grid=settings.warp_grid, width=width, height=height).to(device)
+            generator = torch.Generator(device=device).manual_seed(spec.seed + t)
+
+            def closure(_: int, step=step, target=target, generator=generator) -> StepOutput:
+                pred = forward_with(net, step.weights(train=True, generator=generator))
+                err = torch.mean((pred - target) ** 2)
+                loss = err + spec.lam * step.penalty()
+                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": step.open_count()})
+
+            report = fit(step.param_groups(settings.warp_lr), closure, settings.fit, label=f"frame {t}")
+
+            def distortion(weights, target_cpu=target_cpu) -> float:
+                return mse(render(net, weights).cpu(), target_cpu)
+
+            data, new_state, memory, facts = code_frame_step(step, distortion, lam_per_bit, memory)
+            frame = render(net, new_state)
+            step_mse = mse(frame.cpu(), target_cpu)
+            facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
+                          "fit_seconds": report.seconds, "stopped_by": report.stopped_by,
+                          "open_gates": step.open_count()})
+            cost = step_mse + lam_per_bit * 8 * len(data)
+            if settings.refresh == "auto" and cost > anchor_cost:
+                fresh = code_anchor(net, target, True)
+                fresh_cost = _anchor_cost(fresh, target, settings.lam)
+                facts["refresh_tried"] = True
+                if fresh_cost < cost:
+                    fresh.report.update({"replaced_step_bytes": len(data), "replaced_step_psnr": facts["psnr"]})
+                    coded.append(CodedFrame("anchor", fresh.data, fresh.frame, fresh.report))
+                    state, memory, anchor_cost = initial_state(net, fresh.weights, settings.kind), StepMemory(), fresh_cost
+                    progress.update(task, advance=1, status=f"frame {t}: fresh anchor")
+                    continue
+            state = new_state
+            coded.append(CodedFrame("step", data, frame, facts))
+            progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
+    return coded
 
 
 def _gate_masks(update: WeightUpdate) -> dict[str, torch.Tensor]:
@@ -85,43 +156,24 @@ def _code_step(net: nn.Module, values: dict[str, torch.Tensor], base: dict[str, 
     return CodedFrame("step", data, frame, facts), weights, maps
 
 
-def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
-              code_anchor: AnchorCoder, label: str = "") -> list[CodedFrame]:
-    """Anchor on ``frames[0]``, then one fitted and coded update per following frame."""
-    anchor = code_anchor(net, frames[:1], True)
-    coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
-    weights, maps = anchor.weights, None
-    device = frames.device
-    with make_progress() as progress:
-        task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
-        for t in range(1, frames.shape[0]):
-            target = frames[t:t + 1]
-            update = WeightUpdate({k: v.to(device) for k, v in weights.items()}, spec).to(device)
-            generator = torch.Generator(device=device).manual_seed(spec.seed + t)
-
-            def closure(_: int, update=update, target=target, generator=generator) -> StepOutput:
-                pred = forward_with(net, update.weights(train=True, generator=generator))
-                err = torch.mean((pred - target) ** 2)
-                loss = err + spec.lam * update.penalty()
-                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": update.open_count()})
-
-            report = fit(update.param_groups(), closure, settings.fit, label=f"frame {t}")
-            step, weights, maps = _code_step(net, update.coded_values(), update.base(), target, spec.kind,
-                                             settings, maps)
-            step.facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
-                               "open_gates": update.open_count()})
-            coded.append(step)
-            progress.update(task, advance=1, status=f"frame {t}: {step.facts['psnr']:.2f} dB, "
-                            f"{step.facts['bytes']} B, {step.facts['changed']} changed")
-    return coded
-
-
 def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
-                 code_anchor: AnchorCoder, label: str = "") -> list[CodedFrame]:
-    """Fit theta_0 and all updates jointly, then code them closed-loop (see the module docstring)."""
+                 code_anchor: AnchorCoder, label: str = "",
+                 fit_anchor: Callable[[nn.Module, torch.Tensor], float | None] | None = None) -> list[CodedFrame]:
+    """Fit theta_0 and all updates jointly, then code them closed-loop (see the module docstring).
+
+    theta_0 starts from a fit of frame 0 (``fit_anchor``: fitted once, not coded; without it the
+    anchor coder fits and its coding is discarded). Each joint step trains a window of
+    ``frame_batch`` consecutive frames: the updates before the window enter as constants, so
+    memory grows with the batch, not with the clip.
+    """
+    if split_kind(settings.kind) != (False, spec.kind):
+        raise ValueError(f"single-stage codes the proposal's update kinds (l0, dct, dense), not {settings.kind!r}")
     count = frames.shape[0]
     device = frames.device
-    warm = code_anchor(net, frames[:1], True)  # theta_0 starts from a fit of frame 0 (its coding is discarded)
+    if fit_anchor is not None:
+        warm_psnr = fit_anchor(net, frames[:1])
+    else:
+        warm_psnr = code_anchor(net, frames[:1], True).report.get("fit_psnr")
     anchor_params = dict(net.named_parameters())
     zeros = {name: torch.zeros_like(p) for name, p in anchor_params.items()}
     updates = [WeightUpdate(zeros, spec).to(device) for _ in range(count - 1)]
@@ -136,10 +188,13 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
         return out
 
     def closure(_: int) -> StepOutput:
-        chosen = torch.randperm(count, generator=picker)[:batch].tolist()
-        deltas = [u.delta(train=True, generator=generator) for u in updates[:max(chosen)]]
+        start = int(torch.randint(0, count - batch + 1, (1,), generator=picker))
+        with torch.no_grad():  # the updates before the window: constants of this step
+            before = [u.delta(train=False) for u in updates[:max(start - 1, 0)]]
+        live = [u.delta(train=True, generator=generator) for u in updates[max(start - 1, 0):start + batch - 1]]
+        deltas = before + live
         err = torch.stack([torch.mean((forward_with(net, weights_at(t, deltas)) - frames[t:t + 1]) ** 2)
-                           for t in chosen]).mean()
+                           for t in range(start, start + batch)]).mean()
         penalty = torch.stack([u.penalty() for u in updates]).sum() if updates else torch.zeros((), device=device)
         return StepOutput(loss=err + spec.lam * penalty, psnr=psnr_from_mse(err.detach()))
 
@@ -154,7 +209,7 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
         masks = [_gate_masks(u) for u in updates]
         targets = [weights_at(t, trained) for t in range(count)]
     anchor = code_anchor(net, frames[:1], False)  # codes theta_0 as trained jointly
-    anchor.report["warm_start_psnr"] = warm.report.get("fit_psnr")
+    anchor.report["warm_start_psnr"] = warm_psnr
     coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
     weights, maps = anchor.weights, None
     for t in range(1, count):

@@ -52,8 +52,11 @@ class UpdateSpec:
                            "(measured: 0.05 opens a useful 0.3-3 % in 200 steps)", low=0.0)
     update_lr: float = param(2e-4, "Adam lr of the raw update values (weights are O(0.1), steps O(1e-3))",
                              low=0.0)
-    lam: float = param(1e-7, "weight of the expected L0 beside an MSE in [0, 1]: 1e-7 left 3 % of gates "
-                       "open (+1.4 dB), 1e-6 left 0.3 % (+0.5 dB) on carphone frame 1", low=0.0)
+    lam: float = param(1e-7, "weight of the penalty (expected bits) beside an MSE in [0, 1]: the codec "
+                       "passes its lambda / pixels, so the loss is MSE + lambda * expected bpp", low=0.0)
+    gate_bits: float = param(1.0, "bits one open gate is expected to cost (position and value); the "
+                             "schedules set it from the update coder's last frame (1 = penalty is the "
+                             "expected L0 itself)", low=0.0, high=64.0)
     seed: int = param(0, "seed of the generator drawing the gate noise during training", low=0,
                       high=2**31 - 1)
 
@@ -137,10 +140,25 @@ class WeightUpdate(nn.Module):
             return {name: self._gated_raw(i, False, None).detach().clone() for i, name in enumerate(self.names)}
 
     def penalty(self) -> torch.Tensor:
-        """Expected L0 summed over every gate (a scalar; zero for 'dense'). Multiply by ``spec.lam``."""
+        """Expected coded bits: the expected L0 summed over every gate times ``spec.gate_bits`` (a
+        scalar; zero for 'dense'). Multiply by ``spec.lam``."""
         if not self.gated:
             return torch.zeros((), device=self.raw[0].device)
-        return torch.stack([gate.expected_l0() for gate in self.gates]).sum()
+        return self.spec.gate_bits * torch.stack([gate.expected_l0() for gate in self.gates]).sum()
+
+    def warm_start(self, log_alpha: Mapping[str, torch.Tensor], low: float = -3.0, high: float = 3.0) -> None:
+        """Start every gate's logit from ``log_alpha`` (the previous frame's, clamped to [low, high]):
+        gates that paid last frame start open, the rest where they were."""
+        if not self.gated:
+            return
+        with torch.no_grad():
+            for name, gate in zip(self.names, self.gates, strict=True):
+                if name in log_alpha:
+                    gate.log_alpha.copy_(log_alpha[name].to(gate.log_alpha.device).clamp(low, high))
+
+    def logits(self) -> dict[str, torch.Tensor]:
+        """name -> a detached copy of each gate's logits (empty for 'dense')."""
+        return {name: gate.log_alpha.detach().clone() for name, gate in zip(self.names, self.gates, strict=True)}
 
     def param_groups(self) -> list[dict]:
         """Param groups for :func:`weightstep.inr.fit`: raw values at update_lr, gate logits at gate_lr."""

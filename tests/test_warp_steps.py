@@ -1,0 +1,147 @@
+"""Motion inside the step (warp kinds), gop=auto, warm-started gates, the bits penalty and early stops."""
+
+import numpy as np
+import pytest
+import torch
+from test_weight_steps import FAST, TINY, drifting_clip
+
+from weightstep import registry
+from weightstep.codecs import harness
+from weightstep.codecs.weightstep_codec import ANCHOR, STEP
+from weightstep.coding.container import Container
+from weightstep.errors import BitstreamError, ConfigError
+from weightstep.inr import FitConfig, StepOutput, fit
+from weightstep.inr.siren import coordinate_grid
+from weightstep.inr.spec import WarpTarget
+from weightstep.stepping import warp as W
+from weightstep.stepping.update import UpdateSpec, WeightUpdate
+from weightstep.video import Video
+
+WARP_KINDS = ["warp", "warp+l0", "warp+dct", "warp+dense"]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return drifting_clip()
+
+
+@pytest.mark.parametrize("inr", ["siren", "fourier", "dip", "grid"])
+@pytest.mark.parametrize("update", WARP_KINDS)
+def test_every_warp_kind_round_trips_exactly(inr, update, clip, tmp_path):
+    codec = registry.create("weightstep", {"inr": inr, "update": update, "warp_grid": "2", **FAST, **TINY[inr]})
+    result = harness.run(codec, clip, tmp_path / "c.wsv")
+    data = (tmp_path / "c.wsv").read_bytes()
+    assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
+    assert [tag for tag, _ in Container.from_bytes(data).sections] == [ANCHOR, STEP, STEP]
+    assert all("warp_bytes" in step for step in result.extra["steps"])
+
+
+def test_single_stage_refuses_the_warp_kinds():
+    with pytest.raises(ConfigError, match="single-stage"):
+        registry.create("weightstep", {"update": "warp+l0", "schedule": "single-stage"})
+
+
+def test_identity_warp_leaves_maps_and_coordinates_unchanged():
+    grid = 3
+    zero = torch.zeros(W.warp_count(grid), dtype=torch.float64)
+    m = torch.randn(1, 2, 5, 7, dtype=torch.float64)
+    moved = W.warp_state({"m": m}, (WarpTarget("m", "map", 2),), zero, 14, 10, grid)
+    assert torch.equal(moved["m"], m)
+    c = coordinate_grid(10, 14).double()
+    moved = W.warp_state({"c": c}, (WarpTarget("c", "coords"),), zero, 14, 10, grid)
+    assert torch.allclose(moved["c"], c, atol=1e-12)
+
+
+def test_a_translation_moves_coordinates_by_that_many_pixels_even_past_the_border():
+    values = torch.zeros(W.warp_count(2), dtype=torch.float64)
+    values[4], values[5] = 2.0, -1.0  # sample 2 px to the right and 1 px up
+    c = coordinate_grid(10, 14).double()  # x in [-1, 1] over 13 pixel steps
+    moved = W.warp_state({"c": c}, (WarpTarget("c", "coords"),), values, 14, 10, 2)["c"]
+    assert torch.allclose(moved[:, 0], c[:, 0] + 2.0 * 2 / 13, atol=1e-9)
+    assert torch.allclose(moved[:, 1], c[:, 1] - 1.0 * 2 / 9, atol=1e-9)
+
+
+def test_a_map_translated_by_whole_pixels_is_shifted_exactly_inside():
+    values = torch.zeros(W.warp_count(0), dtype=torch.float64)
+    values[4] = 1.0
+    m = torch.arange(48, dtype=torch.float64).reshape(1, 1, 6, 8)
+    moved = W.warp_state({"m": m}, (WarpTarget("m", "map"),), values, 8, 6, 0)["m"]
+    assert torch.equal(moved[..., :-1], m[..., 1:])
+
+
+def test_warp_blob_round_trips_and_an_identity_costs_one_byte():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-3, 4, W.warp_count(4)).astype(np.int32)
+    blob = W.encode_warp(q, -8)
+    back, exponent = W.decode_warp(blob, 4)
+    assert np.array_equal(back, q) and exponent == -8
+    assert W.encode_warp(np.zeros(W.warp_count(4), np.int32), 3) == b"\x00"
+
+
+def test_damaged_warp_blobs_are_refused_or_decode_to_bounded_values():
+    rng = np.random.default_rng(1)
+    blob = W.encode_warp(rng.integers(-5, 6, W.warp_count(2)).astype(np.int32), -6)
+    cases = [blob[:k] for k in range(len(blob))] + [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in
+                                                   range(1, 40)] + [b"\x01\x00\x00\xfe\xff\xff\xff\x0f"]
+    for data in cases:
+        try:
+            q, exponent = W.decode_warp(data, 2)
+        except BitstreamError:
+            continue
+        assert q.shape == (W.warp_count(2),) and np.abs(q).max() <= W.MAX_ABS and abs(exponent) <= W.MAX_EXPONENT
+
+
+def test_a_fitted_warp_follows_a_shift(tmp_path):
+    """Frames that are the first one shifted by whole pixels: the warp step finds the shift for a few bytes."""
+    rng = np.random.default_rng(0)
+    base = np.cumsum(np.cumsum(rng.normal(size=(3, 20, 40)), axis=1), axis=2)
+    base = (base - base.min()) / (base.max() - base.min())
+    frames = np.stack([base[:, :16, t:t + 16] for t in (0, 1, 2)]).astype(np.float32)
+    video = Video(identity="test:shift", fps=25.0, rgb_frames=frames)
+    params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
+              "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none"}
+    codec = registry.create("weightstep", params)
+    result = harness.run(codec, video, tmp_path / "w.wsv")
+    shifts = [step["warp_shift"][0] for step in result.extra["steps"]]
+    # content moves left by 1 px a frame: each step samples about 1 px to the right of the last state
+    assert all(0.5 < s < 1.6 for s in shifts) and abs(sum(shifts) - 2.0) < 0.5, shifts
+    assert all(step["bytes"] < 20 for step in result.extra["steps"])
+
+
+def test_gop_auto_puts_a_fresh_anchor_at_a_scene_cut(tmp_path):
+    first, second = drifting_clip(frames=2).rgb(), 1.0 - drifting_clip(frames=2).rgb()[:, ::-1]
+    video = Video(identity="test:cut", fps=25.0, rgb_frames=np.ascontiguousarray(np.concatenate([first, second])))
+    codec = registry.create("weightstep", {"inr": "siren", "gop": "auto", "update": "l0", **FAST, **TINY["siren"],
+                                           "anchor_steps": "120"})
+    harness.run(codec, video, tmp_path / "a.wsv")
+    data = (tmp_path / "a.wsv").read_bytes()
+    tags = [tag for tag, _ in Container.from_bytes(data).sections]
+    assert tags[0] == ANCHOR and tags[2] == ANCHOR, tags
+    assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
+
+
+def test_gop_must_be_a_count_or_auto():
+    with pytest.raises(ConfigError, match="gop"):
+        registry.create("weightstep", {"gop": "often"})
+
+
+def test_the_gate_penalty_is_expected_bits_and_warm_starts_copy_the_logits():
+    base = {"w": torch.zeros(4, 3)}
+    update = WeightUpdate(base, UpdateSpec("l0", log_alpha_init=0.0, gate_bits=10.0))
+    plain = WeightUpdate(base, UpdateSpec("l0", log_alpha_init=0.0, gate_bits=1.0))
+    assert torch.allclose(update.penalty(), 10.0 * plain.penalty())
+    logits = {"w": torch.linspace(-5, 5, 12).reshape(4, 3)}
+    fresh = WeightUpdate(base, UpdateSpec("l0", log_alpha_init=-3.0))
+    fresh.warm_start(logits)
+    assert torch.equal(fresh.logits()["w"], logits["w"].clamp(-3, 3))
+
+
+def test_a_fit_stops_early_on_a_plateau_and_runs_on_while_it_improves():
+    x = torch.nn.Parameter(torch.tensor([3.0]))
+    flat = fit([x], lambda _: StepOutput(loss=(x * 0).sum() + 1.0), FitConfig(steps=500, patience=20),
+               progress=False)
+    assert flat.stopped_by == "plateau" and flat.steps_done < 60
+    y = torch.nn.Parameter(torch.tensor([3.0]))
+    going = fit([y], lambda _: StepOutput(loss=(y - 100.0) ** 2 / 1e4), FitConfig(steps=100, lr=0.5, patience=20),
+                progress=False)
+    assert going.stopped_by == "steps" and going.steps_done == 100

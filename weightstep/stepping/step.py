@@ -1,0 +1,213 @@
+"""One frame's weight step, whatever its kind: the trainable model, its coding and its decoding.
+
+A step kind names an optional motion warp and an optional update of the weights:
+
+- ``l0``, ``dct``, ``dense``: the proposal's updates (:class:`~weightstep.stepping.update.WeightUpdate`);
+- ``warp``: only a warp of what the network sees (:mod:`weightstep.stepping.warp`);
+- ``warp+l0``, ``warp+dct``, ``warp+dense``: the warp, then the update on the warped weights,
+  fitted together.
+
+The *state* a step starts from is the decoded network of the previous frame: its parameters
+plus the tensors a warp moves (coordinates, DIP noise: buffers; latent grids: parameters).
+Frame t's state is ``warp_t(state_{t-1}) + delta_t``.
+
+Section layout of a step with a warp: ``varint(len(W)) + W + U`` (W the warp blob, U the
+update's frame from :func:`~weightstep.stepping.code.encode_update`; no U for ``warp``). Without
+a warp the section is U alone (the proposal's layout, unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.errors import BitstreamError
+from weightstep.inr.spec import WarpTarget
+from weightstep.stepping.code import choose_step, decode_update, encode_update
+from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta
+from weightstep.stepping.warp import (
+    WarpField,
+    code_warp,
+    decode_warp,
+    dequantise_warp,
+    exact_warp,
+    warp_targets,
+)
+
+__all__ = ["STEP_KINDS", "GATE_BITS", "split_kind", "StepMemory", "FrameStep", "code_frame_step", "decode_frame_step",
+           "initial_state"]
+
+UPDATE_PARTS = ("l0", "dct", "dense")
+STEP_KINDS = (*UPDATE_PARTS, "warp", *(f"warp+{part}" for part in UPDATE_PARTS))
+GATE_BITS = 12.0  # first frame's estimate of an open gate's bits (later frames use the coder's last figure)
+
+
+def split_kind(kind: str) -> tuple[bool, str | None]:
+    """(has a warp, the update part or None)."""
+    if kind not in STEP_KINDS:
+        raise ValueError(f"unknown step kind {kind!r}; use one of {', '.join(STEP_KINDS)}")
+    if kind == "warp":
+        return True, None
+    if kind.startswith("warp+"):
+        return True, kind[len("warp+"):]
+    return False, kind
+
+
+def initial_state(net: nn.Module, weights: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """The anchor's state: its decoded weights plus, for warp kinds, the buffers a warp moves."""
+    state = dict(weights)
+    if split_kind(kind)[0]:
+        buffers = dict(net.named_buffers())
+        for target in warp_targets(net):
+            if target.name not in state:
+                state[target.name] = buffers[target.name].detach().clone()
+    return state
+
+
+@dataclass
+class StepMemory:
+    """What one coded step hands to the next on the encoder side."""
+
+    maps: dict[str, np.ndarray] | None = None  # change maps of the last update (conditional map coding)
+    logits: dict[str, torch.Tensor] | None = None  # gate logits of the last update (warm start)
+    warp: np.ndarray | None = None  # decoded values of the last warp (motion persists: next init)
+    gate_bits: float = GATE_BITS  # what an open gate cost in the last coded update
+    facts: dict = field(default_factory=dict)
+
+
+class FrameStep(nn.Module):
+    """The trainable step of one frame from ``state`` (see the module docstring)."""
+
+    def __init__(self, net: nn.Module, state: Mapping[str, torch.Tensor], spec: UpdateSpec, kind: str,
+                 memory: StepMemory, *, warp_grid: int, width: int, height: int):
+        super().__init__()
+        self.kind = kind
+        self.has_warp, self.part = split_kind(kind)
+        self.width, self.height, self.warp_grid = int(width), int(height), int(warp_grid)
+        self.param_names = tuple(name for name, _ in net.named_parameters())
+        self.state = dict(state)
+        self.targets: tuple[WarpTarget, ...] = warp_targets(net) if self.has_warp else ()
+        device = next(iter(state.values())).device
+        self.warp = WarpField(self.warp_grid, memory.warp, device=device) if self.has_warp else None
+        self.update = None
+        if self.part is not None:
+            spec = UpdateSpec(kind=self.part, log_alpha_init=spec.log_alpha_init, gate_lr=spec.gate_lr,
+                              update_lr=spec.update_lr, lam=spec.lam, gate_bits=memory.gate_bits, seed=spec.seed)
+            self.update = WeightUpdate({n: state[n] for n in self.param_names}, spec).to(device)
+            if memory.logits:  # gates that paid last frame start open; none starts below the first frame's
+                self.update.warm_start(memory.logits, low=spec.log_alpha_init)
+
+    def moved(self) -> dict[str, torch.Tensor]:
+        """The state with the (unquantised) warp applied."""
+        if self.warp is None:
+            return dict(self.state)
+        return {**self.state, **self.warp.apply(self.state, self.targets, self.width, self.height)}
+
+    def weights(self, train: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        out = self.moved()
+        if self.update is not None:
+            delta = self.update.delta(train, generator)
+            out.update({name: out[name] + delta[name] for name in self.param_names})
+        return out
+
+    def penalty(self) -> torch.Tensor:
+        """Expected bits of the update (the warp's few numbers are left to the coder's search)."""
+        if self.update is None:
+            return torch.zeros((), device=self.warp.values.device)
+        return self.update.penalty()
+
+    def param_groups(self, warp_lr: float) -> list[dict]:
+        groups = self.update.param_groups() if self.update is not None else []
+        if self.warp is not None:
+            groups.append({"params": [self.warp.values], "lr": warp_lr})
+        return groups
+
+    def open_count(self) -> int:
+        return self.update.open_count() if self.update is not None else 0
+
+
+def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Tensor]], float], lam_per_bit: float,
+                    memory: StepMemory) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict]:
+    """Quantise and code a fitted step: the warp's step by D + lambda R (with the fitted update on
+    top), then the update's step against the decoded warped state. Returns (section, the decoder's
+    new state, the memory for the next frame, facts)."""
+    state = {k: v.detach() for k, v in step.state.items()}
+    facts: dict = {}
+    blob = b""
+    if step.warp is not None:
+        fitted = step.update.delta(False) if step.update is not None else {}
+        fitted = {k: v.detach() for k, v in fitted.items()}
+
+        def warp_distortion(values: np.ndarray) -> float:
+            moved = {**state, **_to(exact_warp(state, step.targets, values, step.width, step.height,
+                                               step.warp_grid), state)}
+            return distortion({**moved, **{n: moved[n] + fitted[n] for n in fitted}})
+
+        blob, values, facts = code_warp(step.warp.values.detach(), warp_distortion, lam_per_bit)
+        state = {**state, **_to(exact_warp(state, step.targets, values, step.width, step.height, step.warp_grid),
+                                state)}
+        memory_warp = values
+    else:
+        memory_warp = None
+    maps, logits, gate_bits = memory.maps, memory.logits, memory.gate_bits
+    section = blob
+    if step.update is not None:
+        base = {n: state[n] for n in step.param_names}
+
+        def update_distortion(delta: dict[str, torch.Tensor]) -> float:
+            return distortion({**state, **apply_delta(base, delta)})
+
+        quantised, search = choose_step(step.update.coded_values(), step.part, update_distortion, lam_per_bit,
+                                        previous_maps=memory.maps)
+        data, maps, stats = encode_update(quantised, memory.maps)
+        state = {**state, **apply_delta(base, quantised.delta())}
+        facts.update({**stats.to_dict(), "rel_step": search.chosen.rel_step})
+        if stats.changed:
+            gate_bits = float(np.clip((stats.map_bits + stats.value_bits) / stats.changed, 2.0, 64.0))
+        logits = step.update.logits() if step.update.gated else None
+        if step.warp is not None:
+            head = bytearray()
+            put_varint(head, len(blob))
+            section = bytes(head) + blob + data
+        else:
+            section = data
+    elif step.warp is not None:
+        head = bytearray()
+        put_varint(head, len(blob))
+        section = bytes(head) + blob
+    facts["bytes"] = len(section)
+    new_memory = StepMemory(maps=maps, logits=logits, warp=memory_warp, gate_bits=gate_bits, facts=facts)
+    return section, state, new_memory, facts
+
+
+def _to(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(like[k].device) for k, v in tensors.items()}
+
+
+def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
+                      shapes: Sequence[tuple[str, tuple[int, ...]]], targets: Sequence[WarpTarget],
+                      maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+    """The decoder's side of :func:`code_frame_step`: (new state, change maps for the next step)."""
+    has_warp, part = split_kind(kind)
+    state = dict(state)
+    if has_warp:
+        reader = ByteReader(bytes(data), "warp step")
+        length = reader.varint("warp length")
+        blob = reader.take(length, "warp blob")
+        data = reader.rest()
+        q, exponent = decode_warp(blob, warp_grid)
+        state.update(_to(exact_warp(state, targets, dequantise_warp(q, exponent), width, height, warp_grid), state))
+        if part is None:
+            if data:
+                raise BitstreamError("warp step: data after the warp")
+            return state, maps
+    delta, maps = decode_update(data, shapes, maps, part)
+    names = [name for name, _ in shapes]
+    state.update(apply_delta({n: state[n] for n in names}, delta))
+    return state, maps

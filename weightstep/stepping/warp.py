@@ -1,0 +1,326 @@
+"""Motion inside a weight step: a per-frame warp of what the network sees.
+
+A warp is a displacement field over the frame, in pixels: a global affine part plus a coarse
+G x G grid of displacement nodes interpolated bilinearly,
+
+    d(x, y) = [a0 a1; a2 a3] . ((x, y) - centre) / R + (a4, a5) + bilinear(nodes)(x, y)
+
+with R = max(W, H) / 2, so every one of the 6 + 2 G^2 numbers is a displacement in pixels
+(the linear terms: at the frame's edge). Frame t then sees each warp target of the network
+resampled at p + d(p) from its state at frame t-1 (a backward warp): the input coordinates of
+the coordinate MLPs, the noise input of the DIP net, every latent grid of the grid network
+(each at its own stride), as the networks declare in ``warp_targets()``
+(:class:`weightstep.inr.spec.WarpTarget`). Maps are resampled with Catmull-Rom bicubic taps
+clamped at the border (Keys' cubic convolution, a = -0.75, as torch's bicubic); coordinate fields bilinearly, extended linearly beyond the border (an
+MLP can extrapolate content that moves in).
+
+Exactness: encoder and decoder build the new state with :func:`warp_state` on the CPU in
+float64 (gathers and element-wise IEEE operations in a fixed order, no library resampler)
+and round it to float32 once, so both hold identical tensors. Training uses torch's grid_sample with the same
+interpolation (float32, autograd), which is several times faster.
+
+Blob layout (one per step; ``n = 6 + 2 G^2`` values, G from the codec config)::
+
+    flags   uint8    bit 0: the warp moves something (else the blob is this one byte)
+    e       varint   zigzag step exponent: step = 2^(e/4) pixels (float32), |e| <= 64
+    s       uint8    Laplace scale of the integers: 2^(s/8 - 8)
+    lo, hi  varint   zigzag support bounds of the integers (|v| <= 2^15)
+    words   uint32   constriction ANS words to the blob's end (none when lo == hi)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import constriction
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.errors import BitstreamError
+from weightstep.inr.spec import WarpTarget
+
+__all__ = ["WarpField", "warp_count", "warp_state", "quantise_warp", "encode_warp", "decode_warp", "code_warp",
+           "warp_targets"]
+
+MAX_ABS = 2**15  # largest integer a warp value may quantise to
+MAX_EXPONENT = 64  # steps in [2^-16, 2^16] pixels
+STEP_EXPONENTS = (-16, -14, -12, -10, -8, -6, -4)  # 1/16 .. 1/2 pixel, tried by code_warp
+
+
+def warp_count(grid: int) -> int:
+    """Numbers a warp with a ``grid`` x ``grid`` node lattice codes."""
+    return 6 + 2 * grid * grid
+
+
+def warp_targets(net: nn.Module) -> tuple[WarpTarget, ...]:
+    targets = getattr(net, "warp_targets", None)
+    if targets is None:
+        raise ValueError(f"{type(net).__name__} declares no warp targets; the warp kinds need them")
+    return tuple(targets())
+
+
+def _step(e: int) -> float:
+    if not -MAX_EXPONENT <= e <= MAX_EXPONENT:
+        raise ValueError(f"warp step exponent {e} outside [-{MAX_EXPONENT}, {MAX_EXPONENT}]")
+    return float(np.float32(2.0 ** (e / 4)))
+
+
+# ---------------------------------------------------------------- the field and the resampling
+
+
+def displacement(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, width: int, height: int,
+                 grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dy) in pixels at frame positions (xs, ys) (pixel centres at integers)."""
+    cx, cy, radius = (width - 1) / 2.0, (height - 1) / 2.0, max(width, height) / 2.0
+    nx, ny = (xs - cx) / radius, (ys - cy) / radius
+    dx = values[0] * nx + values[1] * ny + values[4]
+    dy = values[2] * nx + values[3] * ny + values[5]
+    if grid >= 2:
+        nodes = values[6:].reshape(2, grid, grid)
+        gx = (xs * ((grid - 1) / max(width - 1, 1))).clamp(0, grid - 1)
+        gy = (ys * ((grid - 1) / max(height - 1, 1))).clamp(0, grid - 1)
+        x0 = gx.floor().clamp(max=grid - 2).long()
+        y0 = gy.floor().clamp(max=grid - 2).long()
+        tx, ty = gx - x0, gy - y0
+        for channel, out in ((0, dx), (1, dy)):
+            n = nodes[channel]
+            top = n[y0, x0] * (1 - tx) + n[y0, x0 + 1] * tx
+            bottom = n[y0 + 1, x0] * (1 - tx) + n[y0 + 1, x0 + 1] * tx
+            value = top * (1 - ty) + bottom * ty
+            if channel == 0:
+                dx = out + value
+            else:
+                dy = out + value
+    elif grid == 1:
+        dx, dy = dx + values[6], dy + values[7]
+    return dx, dy
+
+
+CUBIC_A = -0.75  # Keys' cubic convolution parameter, as torch's bicubic grid_sample (the training path)
+
+
+def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Keys cubic-convolution weights of the taps at -1, 0, 1, 2 for a fraction t in [0, 1)."""
+    a = CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)
+
+
+def sample_map(m: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bicubic samples of ``m`` (N, C, h, w) at map positions (u, v) (same shape S), taps clamped
+    at the border -> (N, C, *S)."""
+    h, w = m.shape[-2:]
+    x0, y0 = u.floor(), v.floor()
+    wx, wy = _cubic_weights(u - x0), _cubic_weights(v - y0)
+    x0, y0 = x0.long(), y0.long()
+    flat = m.reshape(*m.shape[:-2], h * w)
+    out = None
+    for a in range(4):
+        iy = (y0 + (a - 1)).clamp(0, h - 1) * w
+        row = None
+        for b in range(4):
+            tap = flat[..., (iy + (x0 + (b - 1)).clamp(0, w - 1))] * wx[b]
+            row = tap if row is None else row + tap
+        term = row * wy[a]
+        out = term if out is None else out + term
+    return out
+
+
+def sample_coords(field: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of a (2, H, W) coordinate field at pixel positions (u, v), extended
+    linearly beyond the border with the field's mean slope -> (2, *S)."""
+    _, h, w = field.shape
+    uc, vc = u.clamp(0, w - 1), v.clamp(0, h - 1)
+    x0 = uc.floor().clamp(max=max(w - 2, 0)).long()
+    y0 = vc.floor().clamp(max=max(h - 2, 0)).long()
+    tx, ty = uc - x0, vc - y0
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    top = field[:, y0, x0] * (1 - tx) + field[:, y0, x1] * tx
+    bottom = field[:, y1, x0] * (1 - tx) + field[:, y1, x1] * tx
+    out = top * (1 - ty) + bottom * ty
+    slope_x = (field[:, :, -1] - field[:, :, 0]).mean(dim=1) / max(w - 1, 1)
+    slope_y = (field[:, -1, :] - field[:, 0, :]).mean(dim=1) / max(h - 1, 1)
+    extra = slope_x.reshape(2, *([1] * u.dim())) * (u - uc) + slope_y.reshape(2, *([1] * v.dim())) * (v - vc)
+    return out + extra
+
+
+def _grid_sample(m: torch.Tensor, u: torch.Tensor, v: torch.Tensor, mode: str) -> torch.Tensor:
+    """torch's resampler at map positions (u, v) (border clamped): the fast path for training."""
+    h, w = m.shape[-2:]
+    grid = torch.stack([(2.0 * u + 1.0) / w - 1.0, (2.0 * v + 1.0) / h - 1.0], dim=-1)
+    grid = grid.unsqueeze(0).expand(m.shape[0], *grid.shape)
+    return F.grid_sample(m, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def warp_state(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget], values: torch.Tensor,
+               width: int, height: int, grid: int, *, exact: bool = True) -> dict[str, torch.Tensor]:
+    """name -> each target of ``state`` resampled through the warp ``values`` (differentiable;
+    computed in ``values``' dtype and device). ``exact=False`` uses torch's grid_sample (the same
+    interpolation up to rounding, several times faster: for training)."""
+    dtype, device = values.dtype, values.device
+    out = {}
+    for target in targets:
+        tensor = state[target.name].to(device=device, dtype=dtype)
+        if target.kind == "coords":
+            field = tensor.t().reshape(2, height, width)
+            ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
+                                    torch.arange(width, dtype=dtype, device=device), indexing="ij")
+            dx, dy = displacement(values, xs, ys, width, height, grid)
+            if exact:
+                moved = sample_coords(field, xs + dx, ys + dy)
+            else:
+                u, v = xs + dx, ys + dy
+                uc, vc = u.clamp(0, width - 1), v.clamp(0, height - 1)
+                moved = _grid_sample(field.unsqueeze(0), uc, vc, "bilinear")[0]
+                slope_x = (field[:, :, -1] - field[:, :, 0]).mean(dim=1) / max(width - 1, 1)
+                slope_y = (field[:, -1, :] - field[:, 0, :]).mean(dim=1) / max(height - 1, 1)
+                moved = moved + slope_x.reshape(2, 1, 1) * (u - uc) + slope_y.reshape(2, 1, 1) * (v - vc)
+            out[target.name] = moved.reshape(2, -1).t()
+        else:
+            h, w = tensor.shape[-2:]
+            s = float(target.stride)
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=dtype, device=device),
+                                    torch.arange(w, dtype=dtype, device=device), indexing="ij")
+            px, py = (xs + 0.5) * s - 0.5, (ys + 0.5) * s - 0.5
+            dx, dy = displacement(values, px, py, width, height, grid)
+            u, v = (px + dx + 0.5) / s - 0.5, (py + dy + 0.5) / s - 0.5
+            out[target.name] = sample_map(tensor, u, v) if exact else _grid_sample(tensor, u, v, "bicubic")
+    return out
+
+
+def exact_warp(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget], values: np.ndarray,
+               width: int, height: int, grid: int) -> dict[str, torch.Tensor]:
+    """The decoder's warp: float64 on the CPU, rounded to float32 once (see the module docstring)."""
+    cpu = {t.name: state[t.name].detach().to("cpu", torch.float64) for t in targets}
+    with torch.no_grad():
+        moved = warp_state(cpu, targets, torch.from_numpy(np.asarray(values, np.float64)), width, height, grid)
+    return {name: t.to(torch.float32).contiguous() for name, t in moved.items()}
+
+
+class WarpField(nn.Module):
+    """The trainable warp of one step, started from ``init`` (the previous frame's decoded warp:
+    motion persists) or from the identity."""
+
+    def __init__(self, grid: int, init: np.ndarray | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        self.grid = int(grid)
+        start = np.zeros(warp_count(self.grid)) if init is None else np.asarray(init, np.float64)
+        if start.shape != (warp_count(self.grid),):
+            raise ValueError(f"warp init has shape {start.shape}, expected ({warp_count(self.grid)},)")
+        self.values = nn.Parameter(torch.tensor(start, dtype=torch.float32, device=device))
+
+    def apply(self, state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget], width: int,
+              height: int) -> dict[str, torch.Tensor]:
+        return warp_state(state, targets, self.values, width, height, self.grid, exact=False)
+
+
+# ---------------------------------------------------------------- coding
+
+
+def quantise_warp(values: np.ndarray | torch.Tensor, exponent: int) -> np.ndarray:
+    """Integers of ``values`` at step 2^(exponent/4) pixels (clipped to the coder's range)."""
+    x = np.asarray(values.detach().cpu().double() if isinstance(values, torch.Tensor) else values, np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("cannot quantise a warp with NaN or infinite values")
+    return np.clip(np.rint(x / _step(exponent)), -MAX_ABS, MAX_ABS).astype(np.int32)
+
+
+def dequantise_warp(q: np.ndarray, exponent: int) -> np.ndarray:
+    return q.astype(np.float64) * _step(exponent)
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _unzigzag(z: int) -> int:
+    return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+
+def _scale(code: int) -> float:
+    return 2.0 ** (code / 8.0 - 8.0)
+
+
+def encode_warp(q: np.ndarray, exponent: int) -> bytes:
+    """The blob of one quantised warp (layout in the module docstring)."""
+    q = np.asarray(q, np.int32).reshape(-1)
+    if not q.any():
+        return bytes([0])
+    out = bytearray([1])
+    put_varint(out, _zigzag(int(exponent)))
+    spread = float(np.mean(np.abs(q)))
+    code = int(np.clip(round(8.0 * (math.log2(max(spread, 2.0**-8)) + 8.0)), 0, 255))
+    out.append(code)
+    lo, hi = int(q.min()), int(q.max())
+    put_varint(out, _zigzag(lo))
+    put_varint(out, _zigzag(hi))
+    if lo < hi:
+        coder = constriction.stream.stack.AnsCoder()
+        model = constriction.stream.model.QuantizedLaplace(lo, hi)
+        coder.encode_reverse(q, model, np.zeros(q.size), np.full(q.size, _scale(code)))
+        out += np.asarray(coder.get_compressed(), dtype=np.uint32).astype("<u4").tobytes()
+    return bytes(out)
+
+
+def decode_warp(data: bytes, grid: int) -> tuple[np.ndarray, int]:
+    """(integers, exponent) of a warp blob; raises BitstreamError on anything malformed."""
+    n = warp_count(grid)
+    r = ByteReader(bytes(data), "warp")
+    flags = r.take(1, "flags")[0]
+    if flags not in (0, 1):
+        raise BitstreamError(f"warp: unknown flags {flags:#x}")
+    if flags == 0:
+        if r.rest():
+            raise BitstreamError("warp: data after an identity warp")
+        return np.zeros(n, np.int32), 0
+    exponent = _unzigzag(r.varint("step exponent"))
+    if not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
+        raise BitstreamError(f"warp: step exponent {exponent} out of range")
+    code = r.take(1, "scale")[0]
+    lo, hi = _unzigzag(r.varint("low bound")), _unzigzag(r.varint("high bound"))
+    if not -MAX_ABS <= lo <= hi <= MAX_ABS:
+        raise BitstreamError(f"warp: invalid support [{lo}, {hi}]")
+    payload = r.rest()
+    if lo == hi:
+        if payload:
+            raise BitstreamError("warp: payload after a constant support")
+        return np.full(n, lo, np.int32), exponent
+    if len(payload) % 4 or len(payload) > 4 * (n + 4):
+        raise BitstreamError(f"warp: {len(payload)} payload bytes for {n} values")
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        model = constriction.stream.model.QuantizedLaplace(lo, hi)
+        q = np.asarray(coder.decode(model, np.zeros(n), np.full(n, _scale(code))), np.int32)
+    except Exception as exc:  # constriction raises on exhausted or corrupt data
+        raise BitstreamError(f"warp: {exc}") from None
+    if not coder.is_empty():
+        raise BitstreamError("warp: data left after the last value")
+    return q, exponent
+
+
+def code_warp(values: torch.Tensor, distortion: Callable[[np.ndarray], float], lam_per_bit: float,
+              exponents: Sequence[int] = STEP_EXPONENTS) -> tuple[bytes, np.ndarray, dict]:
+    """Pick the step minimising ``distortion(decoded values) + lam_per_bit * bits`` (the identity warp
+    included); returns (blob, the decoded values, facts)."""
+    best = None
+    for e in (None, *exponents):
+        q = np.zeros(values.numel(), np.int32) if e is None else quantise_warp(values, e)
+        blob = encode_warp(q, 0 if e is None else e)
+        decoded = dequantise_warp(q, 0 if e is None else e)
+        cost = float(distortion(decoded)) + lam_per_bit * 8 * len(blob)
+        if best is None or cost < best[0]:
+            best = (cost, blob, decoded, e)
+    _, blob, decoded, e = best
+    facts = {"warp_bytes": len(blob), "warp_step": None if e is None else _step(e),
+             "warp_shift": [float(decoded[4]), float(decoded[5])]}
+    return blob, decoded, facts
