@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tracemalloc
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -310,3 +311,33 @@ def test_huge_claims_are_refused_before_allocating():
         decode_film(bytes([0x05, 0x00]) + b"\x00" * 17, {"b": torch.zeros(3)})
     with pytest.raises(TypeError):  # film needs the weights, not only shapes
         decode_film(bytes([0]), {"w.weight": (3, 4)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_lowrank_layout_round_trips_any_ranks(data):
+    from weightstep.stepping.lowrank_code import _frame, lowrank_delta
+    n = data.draw(st.integers(1, 4))
+    shapes = []
+    for i in range(n):
+        dims = data.draw(st.sampled_from([(5, 4), (3, 2, 2, 2), (1, 1, 4, 6), (6,), (2, 2), ()]))
+        shapes.append((f"t{i}.weight", dims))
+    plans = plan_tensors(shapes)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    coded = {}
+    for plan in plans:
+        if plan.factorised:
+            k = data.draw(st.integers(0, plan.full_rank))
+            if k:
+                qu = rng.integers(1, 50, (plan.rows, k)).astype(np.int32) * rng.choice([-1, 1], (plan.rows, k))
+                qv = rng.integers(-50, 50, (k, plan.cols)).astype(np.int32)
+                qv[:, 0] = 7  # no empty component
+                coded[plan.name] = (qu.astype(np.int32), qv)
+        elif data.draw(st.booleans()):
+            coded[plan.name] = rng.integers(1, 9, plan.cols).astype(np.int32)
+    exponent = data.draw(st.integers(-200, 40)) if coded else 0
+    frame_bytes = _frame(plans, exponent, coded)
+    want = lowrank_delta(shapes, plans, exponent, coded)
+    got = decode_lowrank(frame_bytes, shapes)
+    assert all(torch.equal(got[name], want[name]) for name, _ in shapes)
+    assert (frame_bytes == bytes([0])) == (not coded)

@@ -58,6 +58,7 @@ from weightstep.stepping.kindcode import (
     quantise_to,
     read_exponent,
     tensor_shapes,
+    value_bits,
     zigzag,
 )
 
@@ -160,10 +161,13 @@ class FilmUpdate(nn.Module):
         return {name: b + delta[name] for name, b in self.base().items()}
 
     def penalty(self) -> torch.Tensor:
-        """Differentiable estimate of the coded bits: sum of log2(1 + |v| / 2^-8) over every (s - 1) and tau."""
+        """Differentiable estimate of the coded bits: value_bits(|v| / 2^-8) summed over every (s - 1) and tau.
+
+        (:func:`~weightstep.stepping.kindcode.value_bits`: about log2(|v| / step) + 2.4 per value.)
+        """
         total = self.base_0.new_zeros(())
         for p in list(self.scale_minus_one) + list(self.tau):
-            total = total + torch.log2(1.0 + p.abs() / BITS_STEP).sum()
+            total = total + value_bits(p.abs() / BITS_STEP).sum()
         return total
 
     def param_groups(self) -> list[dict]:

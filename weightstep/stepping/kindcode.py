@@ -23,11 +23,22 @@ from weightstep.coding.framing import ByteReader
 from weightstep.errors import BitstreamError
 from weightstep.stepping.code import MAX_EXPONENT, STEP_DIVISIONS, step_from_exponent
 
-__all__ = ["MAX_ABS_Q", "Shapes", "tensor_shapes", "zigzag", "unzigzag", "pack_fields", "unpack_fields",
+__all__ = ["MAX_ABS_Q", "NONZERO_BITS", "value_bits", "Shapes", "tensor_shapes", "zigzag", "unzigzag", "pack_fields", "unpack_fields",
            "exponent_near", "read_exponent", "quantise_to", "Search"]
 
 MAX_ABS_Q = MAX_SUPPORT // 4  # largest |integer| written (the margin code.py keeps below the coder's cap)
 _MAX_NDIM = 8
+NONZERO_BITS = math.log2(2 * math.e)  # a Laplace-coded value |x| >> step costs about log2(|x| / step) + log2(2e)
+
+
+def value_bits(ratio: torch.Tensor) -> torch.Tensor:
+    """Differentiable bits of values of magnitude ``ratio`` = |x| / step (element-wise, ratio >= 0).
+
+    ``log2(1 + r) + log2(2e) (1 - exp(-r))``: 0 at 0, about log2(r) + 2.4 for large r (a
+    Laplace-coded integer of that size, sign and model overhead included), and a finite slope at
+    0 that pushes values which do little to exactly zero.
+    """
+    return torch.log2(1.0 + ratio) + NONZERO_BITS * (1.0 - torch.exp(-ratio))
 
 Shapes = Mapping[str, Sequence[int]] | Sequence[tuple[str, Sequence[int]]]
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from weightstep.stepping.kindcode import value_bits
 from weightstep.stepping.lowrank_code import (
     MAX_RANK,
     TensorPlan,
@@ -116,12 +117,13 @@ class LowRankUpdate(nn.Module):
     def penalty(self) -> torch.Tensor:
         """Differentiable estimate of the coded bits (a scalar; the caller scales it by lam / pixels).
 
-        A rank component u_k v_k^T costs its m + n values times log2(1 + rms_k / step), where
+        A rank component u_k v_k^T costs its m + n values times
+        :func:`~weightstep.stepping.kindcode.value_bits` (rms_k / step), about log2(rms_k / step) + 2.4, where
         rms_k = |u_k| |v_k| / sqrt(m n) is the RMS of the ΔW entries it makes (|u_k| |v_k| is its
         singular value when the factors are balanced and orthogonal, an upper bound otherwise) and
         step = 2^-6 x the base tensor's RMS. Summed over components it acts like a nuclear norm
         with a log: components that do little are pushed to zero, so the coder can drop them. A
-        dense value d costs log2(1 + |d| / step). Zero at the start, and scale-free in (U c, V / c).
+        dense value d costs value_bits(|d| / step). Zero at the start, and scale-free in (U c, V / c).
         """
         total = self.base_0.new_zeros(())
         for i, plan in enumerate(self.plans):
@@ -130,9 +132,9 @@ class LowRankUpdate(nn.Module):
                 u, v = self.u[slot], self.v[slot]
                 strength = torch.sqrt(u.pow(2).sum(0) * v.pow(2).sum(1) + 1e-30)  # |u_k| |v_k| per k
                 rms = strength / math.sqrt(plan.rows * plan.cols)
-                total = total + (plan.rows + plan.cols) * torch.log2(1.0 + rms / unit).sum()
+                total = total + (plan.rows + plan.cols) * value_bits(rms / unit).sum()
             else:
-                total = total + torch.log2(1.0 + self.dense[slot].abs() / unit).sum()
+                total = total + value_bits(self.dense[slot].abs() / unit).sum()
         return total
 
     def param_groups(self) -> list[dict]:
