@@ -14,14 +14,17 @@ from hypothesis import strategies as st
 
 from weightstep.errors import BitstreamError
 from weightstep.inr import NetworkSpec, build_network
+from weightstep.stepping import choose_step, encode_update
 from weightstep.stepping.film import FilmUpdate, code_film, decode_film, film_layers
 from weightstep.stepping.lowrank import (
     LowRankUpdate,
     code_lowrank,
     decode_lowrank,
+    lowrank_delta,
     plan_tensors,
     rank_levels,
 )
+from weightstep.stepping.lowrank_code import _frame
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta, forward_with
 
 H, W = 12, 16
@@ -231,7 +234,6 @@ def test_short_fit_codes_small_and_follows_lambda(kind):
     fit(net, update, target)
     dense = WeightUpdate(base, UpdateSpec("dense"))
     fit(net, dense, target)
-    from weightstep.stepping import choose_step, encode_update
     quantised, _ = choose_step(dense.coded_values(), "dense", distortion, 0.0)
     dense_bytes = len(encode_update(quantised)[0])
     sizes, ranks = [], []
@@ -316,7 +318,6 @@ def test_huge_claims_are_refused_before_allocating():
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_lowrank_layout_round_trips_any_ranks(data):
-    from weightstep.stepping.lowrank_code import _frame, lowrank_delta
     n = data.draw(st.integers(1, 4))
     shapes = []
     for i in range(n):

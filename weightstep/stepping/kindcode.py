@@ -125,12 +125,16 @@ def unpack_fields(r: ByteReader, widths: Sequence[int], what: str) -> list[int]:
 
 @dataclass
 class Search:
-    """Rate-distortion search bookkeeping: ``cost = distortion + lam * bits``; ties go to fewer bits."""
+    """Rate-distortion search bookkeeping: ``cost = distortion + lam * bits``; ties go to fewer bits.
+
+    Every candidate's (cost, bits, distortion) is kept; only the best one's frame, Δ and payload.
+    """
 
     lam: float
     distortion: Callable[[dict[str, torch.Tensor]], float]
-    tried: dict = field(default_factory=dict)  # key -> (cost, bits, distortion, payload)
+    tried: dict = field(default_factory=dict)  # key -> (cost, bits, distortion), or None if invalid
     best_key: object = None
+    best_payload: tuple | None = None  # (data, delta, payload) of best_key
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lam) and self.lam >= 0):
@@ -145,21 +149,21 @@ class Search:
         if built is None:
             self.tried[key] = None
             return math.inf
-        data, delta, payload = built
+        data, delta, _ = built
         d = float(self.distortion(delta))
         if not math.isfinite(d):
             raise ValueError(f"distortion is not finite ({d!r})")
         bits = 8 * len(data)
-        entry = (d + self.lam * bits, bits, d, (data, delta, payload))
+        entry = (d + self.lam * bits, bits, d)
         self.tried[key] = entry
-        best = self.tried.get(self.best_key) if self.best_key is not None else None
-        if best is None or (entry[0], entry[1]) < (best[0], best[1]):
-            self.best_key = key
+        if self.best_key is None or (entry[0], entry[1]) < self.tried[self.best_key][:2]:
+            self.best_key, self.best_payload = key, built
         return entry[0]
 
     @property
     def best(self) -> tuple[float, int, float, tuple]:
-        return self.tried[self.best_key]
+        """(cost, bits, distortion, (data, delta, payload)) of the best candidate."""
+        return (*self.tried[self.best_key], self.best_payload)
 
     def evaluated(self) -> int:
         return sum(1 for entry in self.tried.values() if entry is not None)
