@@ -188,13 +188,14 @@ def test_choose_step_trades_distortion_for_real_bits(base):
 
     fine, report_fine = choose_step(values, "dct", distortion, lam=0.0)
     coarse, report_coarse = choose_step(values, "dct", distortion, lam=1e3)
-    assert report_fine.chosen.rel_step == min(c.rel_step for c in report_fine.candidates)
-    assert report_coarse.chosen.bits == min(c.bits for c in report_coarse.candidates)
-    assert fine.step < coarse.step
-    for c in report_fine.candidates:
+    steps = [c for c in report_fine.candidates if c.rel_step > 0]  # rel_step 0: send nothing
+    assert report_fine.chosen.rel_step == min(c.rel_step for c in steps)
+    assert report_coarse.chosen.bits == min(c.bits for c in report_coarse.candidates) == 8
+    assert report_coarse.chosen.rel_step == 0 and coarse.changed() == 0  # nothing pays at lam 1e3
+    for c in steps:
         q = quantise_update(values, "dct", c.rel_step)
         assert c.bits == 8 * len(encode_update(q)[0])
-    bits = [c.bits for c in report_fine.candidates]
+    bits = [c.bits for c in steps]
     assert bits == sorted(bits, reverse=True)  # coarser steps, fewer bits
 
 

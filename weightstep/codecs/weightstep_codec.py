@@ -23,7 +23,14 @@ from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError
 from weightstep.inr import KINDS, FitConfig, NetworkSpec, build_network, latent_names
 from weightstep.stepping.schedule import SCHEDULES, StepSettings, joint_steps_for
-from weightstep.stepping.step import GATE_BITS, STEP_KINDS, decode_frame_step, initial_state, split_kind
+from weightstep.stepping.step import (
+    GATE_BITS,
+    STEP_KINDS,
+    decode_frame_step,
+    frozen_names,
+    initial_state,
+    split_kind,
+)
 from weightstep.stepping.update import UpdateSpec
 from weightstep.stepping.warp import warp_targets
 from weightstep.video import Video
@@ -69,7 +76,8 @@ class WeightStepConfig:
     update: str = param("l0", "how each frame after the anchor is coded: l0 gates on each weight's update, "
                         "dct gates on the DCT coefficients of each tensor's update, dense (the control); warp "
                         "moves what the network sees (affine + a coarse displacement grid, a few bytes); "
-                        "warp+l0 / warp+dct / warp+dense fit a warp and an update together", choices=STEP_KINDS)
+                        "lowrank codes each matrix's update as two thin factors; film a per-channel scale and shift of each layer; "
+                        "warp+X fits a warp and the update X together", choices=STEP_KINDS)
     step_lambda_scale: float = param(1.0, "steps minimise D + scale * lambda * bpp: a step's quality persists "
                                      "into the frames that start from it, so its distortion weighs more than "
                                      "once (below 1 keeps the quality from decaying)", low=0.0, high=10.0)
@@ -108,7 +116,7 @@ class WeightStepConfig:
     def __post_init__(self) -> None:
         if not (self.gop == "auto" or (self.gop.isdigit() and int(self.gop) <= 100000)):
             raise ConfigError(f"gop={self.gop!r} must be a frame count (0 = one anchor) or auto")
-        if self.schedule == "single-stage" and self.update not in ("l0", "dct", "dense"):
+        if self.schedule == "single-stage" and self.update not in ("l0", "dct", "dense"):  # joint fit: WeightUpdate
             raise ConfigError(f"single-stage fits the proposal's update kinds (l0, dct, dense), not {self.update}")
 
     def gop_size(self) -> int:
@@ -253,6 +261,7 @@ class WeightStepCodec(Codec):
         net = self._network(height, width, self.device)
         shapes = parameter_shapes(net)
         targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
+        frozen = frozen_names(net)
         out, state, maps = [], None, None
         for tag, section in container.sections:
             if tag == ANCHOR:
@@ -260,7 +269,7 @@ class WeightStepCodec(Codec):
                 state = initial_state(net, {k: v.to(self.device) for k, v in weights.items()}, cfg.update)
             else:
                 state, maps = decode_frame_step(section, cfg.update, state, shapes, targets, maps,
-                                                warp_grid=cfg.warp_grid, width=width, height=height)
+                                                warp_grid=cfg.warp_grid, width=width, height=height, frozen=frozen)
             out.append(render(net, state).cpu())
         return Video(identity=f"decoded:{self.name}", fps=header["fps"],
                      rgb_frames=frames_to_numpy(torch.cat(out)))

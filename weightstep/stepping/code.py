@@ -215,7 +215,8 @@ def choose_step(values: Mapping[str, torch.Tensor | np.ndarray], kind: str,
                 distortion: Callable[[dict[str, torch.Tensor]], float], lam: float,
                 candidates: Sequence[float] = UPDATE_CANDIDATES,
                 previous_maps: Mapping[str, np.ndarray] | None = None) -> tuple[QuantisedUpdate, StepSearchReport]:
-    """Pick the relative step minimising ``distortion(decoded Δ) + lam * real bits of the coded update``.
+    """Pick the relative step minimising ``distortion(decoded Δ) + lam * real bits of the coded update``,
+    or no change at all (relative step 0, one byte) when nothing pays.
 
     ``distortion`` receives the decoder's Δ (:meth:`QuantisedUpdate.delta`); it typically applies it
     with :func:`apply_delta` and measures the frame error. Bits are ``8 * len(encode_update(...))``
@@ -230,11 +231,13 @@ def choose_step(values: Mapping[str, torch.Tensor | np.ndarray], kind: str,
     seen: set[int] = set()
     best: QuantisedUpdate | None = None
     best_i = 0
-    for c in candidates:
-        q = quantise_update(values, kind, float(c))
-        if q.exponent in seen:
+    nothing = QuantisedUpdate(kind, 0, {n: np.zeros(tuple(np.shape(v)), np.int32) for n, v in values.items()})
+    for c in (0.0, *candidates):  # 0: send nothing (1 byte), which wins where no step pays
+        q = nothing if c == 0.0 else quantise_update(values, kind, float(c))
+        if c != 0.0 and q.exponent in seen or (c != 0.0 and q.changed() == 0):
             continue
-        seen.add(q.exponent)
+        if c != 0.0:
+            seen.add(q.exponent)
         bits = 8 * len(encode_update(q, previous_maps)[0])
         d = float(distortion(q.delta()))
         if not math.isfinite(d):

@@ -4,8 +4,9 @@ A step kind names an optional motion warp and an optional update of the weights:
 
 - ``l0``, ``dct``, ``dense``: the proposal's updates (:class:`~weightstep.stepping.update.WeightUpdate`);
 - ``warp``: only a warp of what the network sees (:mod:`weightstep.stepping.warp`);
-- ``warp+l0``, ``warp+dct``, ``warp+dense``: the warp, then the update on the warped weights,
-  fitted together.
+- ``lowrank``: each matrix's update as a product of two thin factors (:mod:`.lowrank`);
+- ``film``: a per-channel scale and shift of each layer, as a weight delta (:mod:`.film`);
+- ``warp+X`` for each of those: the warp, then the update on the warped weights, fitted together.
 
 The *state* a step starts from is the decoded network of the previous frame: its parameters
 plus the tensors a warp moves (coordinates, DIP noise: buffers; latent grids: parameters).
@@ -29,6 +30,8 @@ from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
 from weightstep.inr.spec import WarpTarget
 from weightstep.stepping.code import choose_step, decode_update, encode_update
+from weightstep.stepping.film import FilmUpdate, code_film, decode_film
+from weightstep.stepping.lowrank import LowRankUpdate, code_lowrank, decode_lowrank
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta
 from weightstep.stepping.warp import (
     WarpField,
@@ -40,10 +43,11 @@ from weightstep.stepping.warp import (
 )
 
 __all__ = ["STEP_KINDS", "GATE_BITS", "split_kind", "StepMemory", "FrameStep", "code_frame_step", "decode_frame_step",
-           "initial_state"]
+           "initial_state", "frozen_names"]
 
-UPDATE_PARTS = ("l0", "dct", "dense")
-STEP_KINDS = (*UPDATE_PARTS, "warp", *(f"warp+{part}" for part in UPDATE_PARTS))
+UPDATE_PARTS = ("l0", "dct", "dense")  # the proposal's updates (WeightUpdate)
+MODEL_PARTS = ("lowrank", "film")  # updates with few parameters, each its own module and coder
+STEP_KINDS = (*UPDATE_PARTS, *MODEL_PARTS, "warp", *(f"warp+{part}" for part in UPDATE_PARTS + MODEL_PARTS))
 GATE_BITS = 12.0  # first frame's estimate of an open gate's bits (later frames use the coder's last figure)
 
 
@@ -56,6 +60,12 @@ def split_kind(kind: str) -> tuple[bool, str | None]:
     if kind.startswith("warp+"):
         return True, kind[len("warp+"):]
     return False, kind
+
+
+def frozen_names(net: nn.Module) -> frozenset[str]:
+    """Parameters a step never changes: the grid's latent context model (it shapes bits, not pixels)."""
+    context = getattr(net, "context", None)
+    return frozenset(f"context.{name}" for name, _ in context.named_parameters()) if context is not None else frozenset()
 
 
 def initial_state(net: nn.Module, weights: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
@@ -98,8 +108,15 @@ class FrameStep(nn.Module):
         if self.part is not None:
             spec = UpdateSpec(kind=self.part, log_alpha_init=spec.log_alpha_init, gate_lr=spec.gate_lr,
                               update_lr=spec.update_lr, lam=spec.lam, gate_bits=memory.gate_bits, seed=spec.seed)
-            self.update = WeightUpdate({n: state[n] for n in self.param_names}, spec).to(device)
-            if memory.logits:  # gates that paid last frame start open; none starts below the first frame's
+            base = {n: state[n] for n in self.param_names}
+            frozen = frozen_names(net)
+            if self.part == "lowrank":
+                self.update = LowRankUpdate(base, lr=spec.update_lr, seed=spec.seed, frozen=frozen).to(device)
+            elif self.part == "film":
+                self.update = FilmUpdate(base, lr=spec.update_lr, seed=spec.seed, frozen=frozen).to(device)
+            else:
+                self.update = WeightUpdate(base, spec).to(device)
+            if memory.logits and isinstance(self.update, WeightUpdate):  # gates that paid last frame start open; none starts below the first frame's
                 self.update.warm_start(memory.logits, low=spec.log_alpha_init)
 
     def moved(self) -> dict[str, torch.Tensor]:
@@ -162,14 +179,21 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
         def update_distortion(delta: dict[str, torch.Tensor]) -> float:
             return distortion({**state, **apply_delta(base, delta)})
 
-        quantised, search = choose_step(step.update.coded_values(), step.part, update_distortion, lam_per_bit,
-                                        previous_maps=memory.maps)
-        data, maps, stats = encode_update(quantised, memory.maps)
-        state = {**state, **apply_delta(base, quantised.delta())}
-        facts.update({**stats.to_dict(), "rel_step": search.chosen.rel_step})
-        if stats.changed:
-            gate_bits = float(np.clip((stats.map_bits + stats.value_bits) / stats.changed, 2.0, 64.0))
-        logits = step.update.logits() if step.update.gated else None
+        if step.part in MODEL_PARTS:
+            coder = code_lowrank if step.part == "lowrank" else code_film
+            # (a warp moves latents and inputs, never the layers film scales: its base stays the decoder's)
+            data, delta, extra = coder(step.update, update_distortion, lam_per_bit)
+            state = {**state, **apply_delta(base, delta)}
+            facts.update({k: v for k, v in extra.items() if k != "candidates"})
+        else:
+            quantised, search = choose_step(step.update.coded_values(), step.part, update_distortion, lam_per_bit,
+                                            previous_maps=memory.maps)
+            data, maps, stats = encode_update(quantised, memory.maps)
+            state = {**state, **apply_delta(base, quantised.delta())}
+            facts.update({**stats.to_dict(), "rel_step": search.chosen.rel_step})
+            if stats.changed:
+                gate_bits = float(np.clip((stats.map_bits + stats.value_bits) / stats.changed, 2.0, 64.0))
+            logits = step.update.logits() if step.update.gated else None
         if step.warp is not None:
             head = bytearray()
             put_varint(head, len(blob))
@@ -191,8 +215,8 @@ def _to(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -
 
 def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
                       shapes: Sequence[tuple[str, tuple[int, ...]]], targets: Sequence[WarpTarget],
-                      maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+                      maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int,
+                      frozen: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
     """The decoder's side of :func:`code_frame_step`: (new state, change maps for the next step)."""
     has_warp, part = split_kind(kind)
     state = dict(state)
@@ -207,7 +231,13 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
             if data:
                 raise BitstreamError("warp step: data after the warp")
             return state, maps
-    delta, maps = decode_update(data, shapes, maps, part)
     names = [name for name, _ in shapes]
-    state.update(apply_delta({n: state[n] for n in names}, delta))
+    base = {n: state[n] for n in names}
+    if part == "lowrank":
+        delta = decode_lowrank(data, shapes, frozen)
+    elif part == "film":
+        delta = decode_film(data, {n: v.detach().cpu() for n, v in base.items()}, frozen)
+    else:
+        delta, maps = decode_update(data, shapes, maps, part)
+    state.update(apply_delta(base, delta))
     return state, maps
