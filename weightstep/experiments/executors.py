@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from weightstep.errors import ConfigError, UnavailableError, WeightstepError
-from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, Job, read_options
+from weightstep.experiments.jobs import Job, read_options
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED
 
 EXECUTORS = ("local", "ray")
 

@@ -36,7 +36,8 @@ from typing import Any
 
 from weightstep.errors import InputError, MetricError
 from weightstep.experiments import plots
-from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, canonical_json, slug
+from weightstep.experiments.jobs import canonical_json, slug
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED
 from weightstep.experiments.store import Store
 from weightstep.fileio import atomic_write_bytes
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from weightstep.errors import ConfigError, InputError
 from weightstep.experiments.executors import make_executor
-from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, TODO, Job, Plan, expand
-from weightstep.experiments.protocol import Protocol
+from weightstep.experiments.jobs import Job, Plan, expand
+from weightstep.experiments.protocol import check_parameters
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED, TODO, Protocol
 from weightstep.experiments.report import write_file
 from weightstep.experiments.store import Store
 
@@ -172,8 +173,6 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
     for (status, reason), techniques in grouped.items():
         lines.append(f"{status}: {', '.join(techniques)}: {reason}")
     if not plan.jobs:  # no clips, so no job says it: check the techniques on their own
-        from weightstep.experiments.protocol import check_parameters
-
         for problem in check_parameters(plan.protocol):
             where = "" if problem.rate_index is None else f" (rate point {problem.rate_index})"
             lines.append(f"{problem.kind}: {problem.technique}{where}: {problem.message}")
