@@ -207,13 +207,16 @@ def run_protocol_command(
         data_root: Annotated[Path | None, typer.Option("--data-root", help="folder holding the datasets' roots (UVG, MCL-JCV, VTL)")] = None,
         profile: Annotated[str | None, typer.Option("--profile", help="apply the protocol's profiles.NAME read options, e.g. cpu")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit; run nothing")] = False,
-        no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False) -> None:
+        no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False,
+        timings: Annotated[list[Path] | None, typer.Option("--timings", help="with --dry-run: earlier run directories whose measured job times calibrate the estimate (repeatable)")] = None) -> None:
     """Run every job of PROTOCOL (resumable), record results in OUT/results.sqlite, write OUT/report/."""
-    from weightstep.experiments import expand, load_protocol, plan_lines, run_protocol
+    from weightstep.experiments import load_protocol, run_protocol
+    from weightstep.experiments.runner import dry_run_lines
 
     spec = load_protocol(protocol, profile=profile, data_root=data_root)
     if dry_run:
-        for line in plan_lines(expand(spec)):
+        lines = dry_run_lines(spec, out_dir or Path("runs") / spec.name, jobs=jobs, timings=tuple(timings or ()))
+        for line in lines:
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     def echo(text: str) -> None:

@@ -41,6 +41,7 @@ from weightstep.experiments.specs import (
     Protocol,
     codec_class_or_reason,
     merged_params,
+    seeded_point,
 )
 
 KEY_VERSION = 1
@@ -369,7 +370,8 @@ def expand(protocol: Protocol) -> Plan:
             seeded = _has_seed(technique.codec)
             for index, point in enumerate(technique.rate_points):
                 base = merged_params(technique, point)
-                variants = [{**base, "seed": s} for s in protocol.seeds] if seeded and "seed" not in base else [base]
+                seeds = protocol.seeds if seeded_point(protocol, technique, index) else protocol.seeds[:1]
+                variants = [{**base, "seed": s} for s in seeds] if seeded and "seed" not in base else [base]
                 for params in variants:
                     cache_key = canonical_json([technique.codec, params])
                     if cache_key not in prepared:

@@ -15,6 +15,7 @@ crop...), so one protocol serves a 2-core CPU and a GPU machine: ``weightstep ru
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from itertools import product
 from pathlib import Path
@@ -184,7 +185,7 @@ def _parse_dataset(data: Any, index: int, file: str) -> DatasetSpec:
 # techniques ---------------------------------------------------------------------------------------
 
 _TECHNIQUE_KEYS = ("label", "codec", "params", "rate_points", "vary", "description", "cpus", "gpus", "group",
-                   "profiles")
+                   "profiles", "seed_points")
 _TECHNIQUE_PROFILE_KEYS = ("params", "vary")
 
 
@@ -207,6 +208,17 @@ def _profile_overrides(table: _Table, profiles: tuple[str, ...], profile: str | 
         if name == profile:
             chosen = (params, vary)
     return chosen
+
+
+def _seed_points(table: _Table, count: int | None) -> tuple[int, ...] | None:
+    """``seed_points``: distinct rate-point indices (below ``count`` when it is known)."""
+    if "seed_points" not in table.data:
+        return None
+    points = table.get_list("seed_points", int, nonempty=True)
+    if len(set(points)) != len(points) or any(p < 0 or (count is not None and p >= count) for p in points):
+        table.fail("seed_points must be distinct rate-point indices from 0" +
+                   (f" to {count - 1}" if count is not None else ""))
+    return points
 
 
 def _parse_technique(data: Any, index: int, file: str, profiles: tuple[str, ...] = (),
@@ -233,13 +245,14 @@ def _parse_technique(data: Any, index: int, file: str, profiles: tuple[str, ...]
             table.fail("rate_points has repeated parameter sets")
     description = table.get("description", str, "")
     group = table.get("group", str, "")
+    seed_points = _seed_points(table, len(points))
     cpus, gpus = table.get("cpus", float, None), table.get("gpus", float, None)
     if (cpus is not None and not 0 < cpus < 1e6) or (gpus is not None and not 0 <= gpus < 1e6):
         table.fail("cpus must be > 0 and gpus >= 0")
     vary = {**table.get("vary", dict, {}), **profile_vary}
     if not vary:
         return [TechniqueSpec(label=label, codec=codec, params=params, rate_points=points,
-                              description=description, cpus=cpus, gpus=gpus, group=group)]
+                              description=description, cpus=cpus, gpus=gpus, group=group, seed_points=seed_points)]
     lists: dict[str, list] = {}
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
@@ -254,7 +267,8 @@ def _parse_technique(data: Any, index: int, file: str, profiles: tuple[str, ...]
     for combo_values in product(*lists.values()):
         combo = dict(zip(lists, combo_values, strict=True))
         out.append(TechniqueSpec(label=_variant_label(label, combo), codec=codec, params={**params, **combo},
-                                 rate_points=points, description=description, cpus=cpus, gpus=gpus, group=group))
+                                 rate_points=points, description=description, cpus=cpus, gpus=gpus, group=group,
+                                 seed_points=seed_points))
     return out
 
 
@@ -295,7 +309,7 @@ def _apply_profile(protocol: Protocol, name: str) -> Protocol:
 
 # the file -----------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "description", "data_root", "seeds", "metrics", "anchor", "bd_interpolation",
+_TOP_KEYS = ("name", "description", "data_root", "seeds", "seed_points", "metrics", "anchor", "bd_interpolation",
              "datasets", "techniques", "resources", "profiles")
 
 
@@ -337,6 +351,7 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     seeds = top.get_list("seeds", int, (0,), nonempty=True)
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         top.fail("seeds must be distinct integers >= 0")
+    seed_points = _seed_points(top, None)
     metrics = top.get_list("metrics", str, QUALITY_METRICS, nonempty=True)
     for metric in metrics:
         if metric not in QUALITY_METRICS:
@@ -360,6 +375,7 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     base_dir = str(Path(file).resolve().parent) if Path(file).exists() else os.getcwd()
     protocol = Protocol(name=name, path=file, text=text, description=top.get("description", str, ""),
                         base_dir=base_dir, data_root=_expand(str(root)) if root else None, seeds=seeds,
+                        seed_points=seed_points,
                         metrics=metrics, anchor=anchor, bd_interpolation=bd, datasets=datasets,
                         techniques=techniques, resources=resources, profiles=profiles)
     if profile:

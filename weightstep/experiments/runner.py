@@ -28,8 +28,8 @@ from weightstep.errors import ConfigError, InputError
 from weightstep.experiments.executors import make_executor
 from weightstep.experiments.jobs import Job, Plan, expand
 from weightstep.experiments.protocol import check_parameters
-from weightstep.experiments.specs import DONE, FAILED, SKIPPED, TODO, Protocol
 from weightstep.experiments.report import write_file
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED, TODO, Protocol
 from weightstep.experiments.store import Store
 
 Echo = Callable[[str], None]
@@ -108,9 +108,10 @@ def protocol_meta(plan: Plan) -> dict[str, Any]:
     return {
         "name": p.name, "description": p.description, "anchor": p.anchor, "metrics": list(p.metrics),
         "bd_interpolation": p.bd_interpolation, "seeds": list(p.seeds), "profile": p.profile,
+        "seed_points": list(p.seed_points) if p.seed_points is not None else None,
         "techniques": [{"label": t.label, "codec": t.codec, "params": dict(t.params or {}),
-                        "rate_points": [dict(r) for r in t.rate_points], "description": t.description}
-                       for t in p.techniques],
+                        "rate_points": [dict(r) for r in t.rate_points], "description": t.description,
+                        "group": t.group} for t in p.techniques],
         "datasets": [d.name for d in p.datasets],
         "videos": [{"dataset": v.dataset, "label": v.label, "identity": v.identity, "width": v.width,
                     "height": v.height, "frames": v.frames, "status": v.status, "reason": v.reason}
@@ -177,6 +178,32 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
             where = "" if problem.rate_index is None else f" (rate point {problem.rate_index})"
             lines.append(f"{problem.kind}: {problem.technique}{where}: {problem.message}")
     return lines
+
+
+def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, *, jobs: int | None = None,
+                  timings: tuple[str | os.PathLike, ...] = ()) -> list[str]:
+    """The plan (``plan_lines``) and its time estimate, without running anything.
+
+    ``out_dir``: a run directory to be resumed, if it exists (its finished jobs cost nothing and
+    its timings calibrate the estimate); ``timings``: more run directories whose finished jobs
+    calibrate it.
+    """
+    from weightstep.experiments.estimate import estimate
+
+    plan = expand(protocol)
+    done_keys: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for index, directory in enumerate([out_dir, *timings] if out_dir is not None else list(timings)):
+        if out_dir is not None and index == 0 and not (Path(directory) / "results.sqlite").is_file():
+            continue  # a fresh run directory: nothing done yet
+        with Store.open(directory) as store:
+            found = store.rows()
+        rows.extend(found)
+        if out_dir is not None and index == 0:
+            done_keys = {r["key"] for r in found if r["status"] == DONE}
+    workers = jobs or 1
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return plan_lines(plan, done_keys) + estimate(plan, done_keys, rows, threads).lines(workers)
 
 
 def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool = False, jobs: int | None = None,
@@ -317,4 +344,4 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
     return summary
 
 
-__all__ = ["RunSummary", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
+__all__ = ["RunSummary", "dry_run_lines", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]

@@ -73,6 +73,8 @@ class TechniqueSpec:
     cpus: float | None = param(None, "Ray num_cpus of each of its jobs (none: [resources] cpus_per_job)", low=0.0)
     gpus: float | None = param(None, "Ray num_gpus of each of its jobs (none: [resources] gpus_per_job)", low=0.0)
     group: str = param("", "block of the protocol it belongs to (e.g. 'new weight-step kinds'), for the report")
+    seed_points: tuple[int, ...] | None = param(None, "indices of the rate points run with every seed, the rest with "
+                                                "the first seed only (none: the protocol's seed_points)")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class Protocol:
     data_root: str | None = param(None, "folder holding the datasets' `root` folders")
     seeds: tuple[int, ...] = param((0,), "seeds of every technique whose codec config has a `seed`; codecs "
                                    "without one (conventional) run once")
+    seed_points: tuple[int, ...] | None = param(None, "indices of the rate points run with every seed (the spread of "
+                                                "a noisy fit costs a run per seed); none: every point")
     metrics: tuple[str, ...] = param(QUALITY_METRICS, "quality measures of the RD curves and BD tables")
     anchor: str = param("", "technique every BD-rate is measured against")
     bd_interpolation: str = param("pchip", "BD interpolation", choices=BD_METHODS)
@@ -113,6 +117,12 @@ class Protocol:
             if technique.label == label:
                 return technique
         raise KeyError(label)
+
+
+def seeded_point(protocol: Protocol, technique: TechniqueSpec, index: int) -> bool:
+    """Whether rate point ``index`` of ``technique`` runs with every seed (else with the first only)."""
+    points = technique.seed_points if technique.seed_points is not None else protocol.seed_points
+    return points is None or index in points
 
 
 def merged_params(technique: TechniqueSpec, point: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,4 +144,4 @@ def codec_class_or_reason(name: str) -> tuple[type | None, str | None]:
 
 __all__ = ["BD_METHODS", "DATA_ROOT_ENV", "DONE", "FAILED", "PROFILE_DATASET_KEYS", "QUALITY_METRICS", "READ_KEYS",
            "SKIPPED", "TODO", "DatasetSpec", "Protocol", "Resources", "Scalar", "TechniqueSpec", "codec_class_or_reason",
-           "merged_params"]
+           "merged_params", "seeded_point"]
