@@ -166,6 +166,22 @@ def estimate(plan: Plan, done_keys: set[str] | None = None, timing_rows: Iterabl
     return out
 
 
+def job_weights(plan: Plan, jobs: Iterable[Job], timing_rows: Iterable[Mapping[str, Any]] = ()) -> list[float]:
+    """Estimated seconds of each of ``jobs`` (at least a second each): the runner's progress weights."""
+    scale = calibration(timing_rows)
+    videos = {v.identity: v for v in plan.videos}
+    scratch = Estimate()
+    out = []
+    for job in jobs:
+        video = videos.get(job.video)
+        if video is None or not video.width:
+            out.append(1.0)
+            continue
+        frames = video.frames or int(job.options.get("frames") or 1)
+        out.append(max(1.0, _job_seconds(job, frames, video.width, video.height, scale, scratch)))
+    return out
+
+
 def _job_seconds(job: Job, frames: int, width: int, height: int, scale: dict[str, tuple[float, int]],
                  out: Estimate) -> float:
     name = family(job.codec, job.config)
@@ -178,4 +194,4 @@ def _job_seconds(job: Job, frames: int, width: int, height: int, scale: dict[str
     return seconds
 
 
-__all__ = ["Estimate", "calibration", "estimate", "family", "model_seconds"]
+__all__ = ["Estimate", "calibration", "estimate", "family", "job_weights", "model_seconds"]

@@ -263,31 +263,11 @@ def _remove_partial_files(run_dir: Path) -> None:
             pass
 
 
-def _progress(show: bool):
-    """The run's display on stderr: jobs done, failed, skipped and left, elapsed time and ETA.
-
-    Its console decides now whether stderr is a terminal: jobs run with TTY_COMPATIBLE=0 so that
-    the bars of codecs' own fitting loops stay hidden, and that must not hide this one.
-    """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    console = Console(stderr=True, force_terminal=console.is_terminal)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, disable=not show)
-
-
 def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str], echo: Echo | None,
              report: bool, run_dir: Path, start_clock: float, show: bool) -> RunSummary:
+    from weightstep.experiments.estimate import job_weights
+    from weightstep.experiments.progress_view import RunProgress
+
     counts = {DONE: 0, FAILED: 0, SKIPPED: 0}
     reused = 0
     todo: list[Job] = []
@@ -303,18 +283,13 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
         if echo is not None:
             echo(line)
     status = "interrupted"
-    progress = _progress(show)
-    say = (lambda text: progress.console.print(text, markup=False, highlight=False)) if show else echo
+    weights = dict(zip((j.key for j in todo), job_weights(plan, todo, store.rows()), strict=True))
+    workers = runner.describe().get("workers") or 1
+    # Jobs run with TTY_COMPATIBLE=0 so that codecs' own bars stay hidden: the display decides now.
+    progress = RunProgress(plan.protocol.name, list(weights.values()), workers=workers, show=show)
+    say = progress.print if show else echo
     try:
         with progress:
-            task = progress.add_task(plan.protocol.name, total=len(todo), status="")
-
-            def show_counts() -> None:
-                left = len(todo) - int(progress.tasks[0].completed)
-                progress.update(task, status=f"done {counts[DONE]}  failed {counts[FAILED]}  "
-                                              f"skipped {counts[SKIPPED]}  left {left}")
-
-            show_counts()
             for job, outcome in runner.execute(todo):
                 bitstream = None
                 if outcome["status"] == DONE and outcome.get("data") is not None:
@@ -327,8 +302,7 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
                              started=outcome.get("started"), finished=outcome.get("finished"),
                              wall_s=outcome.get("wall_s"))
                 counts[outcome["status"]] += 1
-                progress.advance(task)
-                show_counts()
+                progress.advance(weights[job.key], outcome["status"])
                 if say is not None:
                     say(_job_line(job, outcome))
         status = "finished"
