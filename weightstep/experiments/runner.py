@@ -28,7 +28,7 @@ from weightstep.errors import ConfigError, InputError
 from weightstep.experiments.executors import make_executor
 from weightstep.experiments.jobs import Job, Plan, expand
 from weightstep.experiments.protocol import check_parameters
-from weightstep.experiments.report import write_file
+from weightstep.experiments.report_doc import write_file
 from weightstep.experiments.specs import DONE, FAILED, SKIPPED, TODO, Protocol
 from weightstep.experiments.store import Store
 
