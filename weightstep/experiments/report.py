@@ -60,6 +60,22 @@ _METRIC_NAMES = {"psnr_rgb": "PSNR RGB", "psnr_yuv": "PSNR YUV", "ms_ssim": "MS-
 
 # the report ---------------------------------------------------------------------------------------
 
+def _spread_text(point: Point, measure: str, pattern: str) -> str:
+    """``mean`` for one seed, ``mean (min-max)`` for several."""
+    text = _fmt(getattr(point, measure), pattern)
+    if point.seeds > 1 and measure in point.spread:
+        low, high = point.spread[measure]
+        text += f" ({_fmt(low, pattern)}-{_fmt(high, pattern)})"
+    return text
+
+
+def _plotted(point: Point, metric: str) -> tuple[float, ...]:
+    """A point for plots.rd_figure: (bpp, quality), with its min-max over seeds when it has several."""
+    if point.seeds < 2 or metric not in point.spread:
+        return (point.bpp, point.quality(metric))
+    return (point.bpp, point.quality(metric), *point.low_high(metric), *point.low_high("bpp"))
+
+
 @dataclass
 class ReportFiles:
     out_dir: Path
@@ -119,7 +135,9 @@ class _Builder:
             "bpp = 8 x bytes / (frames x width x height). Conventional codecs: the elementary stream.",
             "Quality is measured on the decoded output against the source: PSNR per frame, then the mean over "
             "frames (RGB, and YUV 4:2:0 weighted (6Y+U+V)/8); MS-SSIM on RGB, mean over frames.",
-            "A rate point run with several seeds is shown as the mean over its seeds.",
+            "A rate point run with several seeds is shown as the mean over its seeds, with the minimum and "
+            "maximum over them (tables: mean (min-max); RD plots: min-max bars). Averaged curves carry the mean over "
+            "clips of each clip's distance from its mean to its min and max.",
             f"BD-rate: {self.data.method.upper()} interpolation of log-rate over the overlapping quality range, "
             f"against the anchor {self.data.anchor!r}; computed per clip (each curve needs at least 4 points) "
             "and averaged over the clips where it exists (the count is given). Negative: fewer bits than the "
@@ -179,13 +197,13 @@ class _Builder:
                 doc.para("No job finished on this dataset.")
                 continue
             averaged = {t: average_curve(self.points, dataset, clips, t) for t in data.techniques}
-            panels = [(m, {t: [(p.bpp, p.quality(m)) for p in pts] for t, pts in averaged.items() if pts})
+            panels = [(m, {t: [_plotted(p, m) for p in pts] for t, pts in averaged.items() if pts})
                       for m in data.metrics]
             self.add_figure(f"rd-{slug(dataset)}-mean", plots.rd_figure(f"{dataset}: mean over {len(clips)} clip(s)",
                                                                          panels, self.styles),
                             f"{dataset}: RD curves averaged over its clips (rate points present on every clip)")
             for metric in data.metrics:
-                panels = [(clip, {t: [(p.bpp, p.quality(metric)) for p in pts]
+                panels = [(clip, {t: [_plotted(p, metric) for p in pts]
                                   for t, pts in self.points.get((dataset, clip), {}).items()}) for clip in clips]
                 self.add_figure(f"rd-{slug(dataset)}-clips-{metric}",
                                 plots.rd_figure(f"{dataset}: {_METRIC_NAMES.get(metric, metric)} per clip", panels,
@@ -202,14 +220,15 @@ class _Builder:
                 for technique in self.data.techniques:
                     for p in curves.get(technique, []):
                         rows.append([dataset, clip, technique, _point_text(p.rate_point), p.frames,
-                                     _fmt(p.bpp, "{:.4f}"), _fmt(p.psnr_rgb, "{:.2f}"), _fmt(p.psnr_yuv, "{:.2f}"),
-                                     _fmt(p.ms_ssim, "{:.4f}"), _fmt(p.encode_s, "{:.2f}"), _fmt(p.decode_s, "{:.2f}"),
-                                     p.seeds])
+                                     _spread_text(p, "bpp", "{:.4f}"), _spread_text(p, "psnr_rgb", "{:.2f}"),
+                                     _spread_text(p, "psnr_yuv", "{:.2f}"), _spread_text(p, "ms_ssim", "{:.4f}"),
+                                     _fmt(p.encode_s, "{:.2f}"), _fmt(p.decode_s, "{:.2f}"), p.seeds])
         if not rows:
             doc.para("No job finished.")
         elif len(rows) > FULL_TABLE_LIMIT:
             doc.para(f"{len(rows)} points: see results.csv (one row per job).")
         else:
+            doc.para("Means over seeds; where a point ran with several seeds, (min-max) over them follows.")
             doc.table(["dataset", "clip", "technique", "rate point", "frames", "bpp", "PSNR RGB", "PSNR YUV",
                        "MS-SSIM", "encode s", "decode s", "seeds"], rows)
 
@@ -329,10 +348,15 @@ class _Builder:
                    for (status, technique, reason), rows in sorted(groups.items())])
 
     def build(self) -> None:
+        from weightstep.experiments import report_more
+
         self.provenance()
         self.inputs()
+        report_more.timeline(self)
+        report_more.visual(self)
         self.bd_rates()
         self.rd_curves()
+        report_more.seeds(self)
         self.timing()
         self.stages()
         self.per_frame_bits()

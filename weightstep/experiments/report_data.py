@@ -26,7 +26,7 @@ from weightstep.experiments.store import Store
 
 @dataclass
 class Point:
-    """One rate point of one technique on one clip (means over its seeds)."""
+    """One rate point of one technique on one clip (means over its seeds, with their minimum and maximum)."""
 
     rate_index: int
     rate_point: dict[str, Any]
@@ -38,9 +38,20 @@ class Point:
     decode_s: float
     frames: int
     seeds: int
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)  # bpp / metric -> (min, max) over seeds
 
     def quality(self, metric: str) -> float:
         return float(getattr(self, metric))
+
+    def low_high(self, measure: str) -> tuple[float, float]:
+        """(min, max) of ``measure`` over the seeds; (mean, mean) for one seed."""
+        value = float(getattr(self, measure))
+        return self.spread.get(measure, (value, value))
+
+    def range(self, measure: str) -> float:
+        """max - min of ``measure`` over the seeds (0 for one seed)."""
+        low, high = self.low_high(measure)
+        return high - low
 
 
 @dataclass
@@ -110,6 +121,10 @@ def _mean(values: Iterable[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+SPREAD_MEASURES = ("bpp", "psnr_rgb", "psnr_yuv", "ms_ssim")
+"""What the spread over seeds is kept for."""
+
+
 def rd_points(data: RunData) -> dict[tuple[str, str], dict[str, list[Point]]]:
     """{(dataset, clip): {technique: [Point by rate index]}} from the done jobs (seeds averaged)."""
     grouped: dict[tuple[str, str, str, int], list[dict]] = defaultdict(list)
@@ -123,6 +138,11 @@ def rd_points(data: RunData) -> dict[tuple[str, str], dict[str, list[Point]]]:
                       psnr_yuv=_mean(r["psnr_yuv"] for r in results), ms_ssim=_mean(r["ms_ssim"] for r in results),
                       encode_s=_mean(r["encode_s"] for r in results), decode_s=_mean(r["decode_s"] for r in results),
                       frames=int(results[0]["frames"]), seeds=len(results))
+        if len(results) > 1:
+            for measure in SPREAD_MEASURES:
+                values = [float(r[measure]) for r in results if r.get(measure) is not None]
+                if values:
+                    point.spread[measure] = (min(values), max(values))
         out[(dataset, clip)].setdefault(technique, []).append(point)
     for curves in out.values():
         for points in curves.values():
@@ -221,6 +241,12 @@ def average_curve(points: dict, dataset: str, clips: Sequence[str], technique: s
                          ms_ssim=_mean(c.ms_ssim for c in chosen), encode_s=_mean(c.encode_s for c in chosen),
                          decode_s=_mean(c.decode_s for c in chosen), frames=chosen[0].frames,
                          seeds=min(c.seeds for c in chosen)))
+        if all(c.seeds > 1 for c in chosen):  # the mean over clips of each clip's distance to its min and max
+            point = out[-1]
+            for measure in SPREAD_MEASURES:
+                below = _mean(getattr(c, measure) - c.low_high(measure)[0] for c in chosen)
+                above = _mean(c.low_high(measure)[1] - getattr(c, measure) for c in chosen)
+                point.spread[measure] = (getattr(point, measure) - below, getattr(point, measure) + above)
     return out
 
 
