@@ -241,12 +241,14 @@ def run_protocol_command(
 @handled
 def report_command(
         run_dir: Annotated[Path, typer.Argument(help="a directory written by `weightstep run`")],
-        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="where to write (default RUN_DIR/report)")] = None) -> None:
+        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="where to write (default RUN_DIR/report)")] = None,
+        compare: Annotated[Path | None, typer.Option("--compare", help="another run directory (before a change): both side by side in one table, plus comparison.csv")] = None) -> None:
     """Write summary.md, report.html, results.csv and figures/ from RUN_DIR's results database."""
     from weightstep.experiments import build_report
 
-    files = build_report(run_dir, out_dir)
-    out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv and "
+    files = build_report(run_dir, out_dir, compare=compare)
+    extra = ", comparison.csv" if compare is not None else ""
+    out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv{extra} and "
               f"{sum(1 for f in files.files if f.suffix == '.png')} figures", markup=False, highlight=False,
               soft_wrap=True)
 

@@ -90,6 +90,8 @@ class _Builder:
         self.images: dict[str, bytes] = {}
         self.points = rd_points(data)
         self.styles = {label: plots.style(i) for i, label in enumerate(data.techniques)}
+        self.compare: str | Path | None = None  # another run directory to set beside this one
+        self.comparison: str | None = None  # comparison.csv's text, when compared
 
     def add_figure(self, name: str, png: bytes, caption: str) -> None:
         path = f"figures/{name}.png"
@@ -352,6 +354,10 @@ class _Builder:
 
         self.provenance()
         self.inputs()
+        if self.compare is not None:
+            from weightstep.experiments import compare
+
+            self.comparison = compare.section(self, self.compare, FULL_TABLE_LIMIT)
         report_more.timeline(self)
         report_more.visual(self)
         self.bd_rates()
@@ -380,15 +386,23 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
-    """Write the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``); returns the files."""
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
+                 compare: str | Path | None = None) -> ReportFiles:
+    """Write the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``); returns the files.
+
+    ``compare``: another run directory (the state before a change); the report then starts with
+    both runs side by side and writes ``comparison.csv``.
+    """
     data = load_run(run_dir)
+    if compare is not None:
+        load_run(compare)  # refuse a bad directory before anything is written
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the report folder ({exc.strerror})") from None
     builder = _Builder(data, out)
+    builder.compare = compare
     builder.build()
     written = []
     for name, png in builder.images.items():
@@ -400,6 +414,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
     title = f"{data.meta.get('name') or data.run['protocol_name']}: results"
     documents = {"summary.md": builder.doc.markdown(), "report.html": builder.doc.html(title, builder.images),
                  "results.csv": results_csv(data.rows)}
+    if builder.comparison is not None:
+        documents["comparison.csv"] = builder.comparison
     for name, text in documents.items():
         write_file(out / name, text.encode("utf-8"))
         written.append(out / name)
