@@ -120,8 +120,8 @@ class Estimate:
                 + (f", about {_duration(self.seconds / workers)} wall with --jobs {workers}" if workers > 1 else "")
                 + " (a cost model, not a measurement")
         if self.calibrated:
-            head += "; scaled by the timings of " + ", ".join(f"{n} {name}" for name, n in
-                                                             sorted(self.calibrated.items())) + " finished jobs"
+            head += "; scaled by the measured times of finished jobs: " + ", ".join(
+                f"{name} ({n})" for name, n in sorted(self.calibrated.items()))
         if self.modelled:
             head += "; bare model for " + ", ".join(sorted(self.modelled))
         lines = [head + ")"]

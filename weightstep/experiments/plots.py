@@ -83,8 +83,11 @@ def _spread_bars(ax, points: Sequence[tuple[float, ...]], colour) -> None:
         return
     x = [p[0] for p in spread]
     y = [p[1] for p in spread]
-    ax.errorbar(x, y, yerr=[[p[1] - p[2] for p in spread], [p[3] - p[1] for p in spread]],
-                xerr=[[p[0] - p[4] for p in spread], [p[5] - p[0] for p in spread]], fmt="none", ecolor=colour,
+    def below(a, b):  # a mean and its min can differ by rounding the wrong way
+        return [max(0.0, p[a] - p[b]) for p in spread]
+
+    ax.errorbar(x, y, yerr=[below(1, 2), [max(0.0, p[3] - p[1]) for p in spread]],
+                xerr=[below(0, 4), [max(0.0, p[5] - p[0]) for p in spread]], fmt="none", ecolor=colour,
                 elinewidth=0.9, capsize=2.5)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from weightstep.errors import ConfigError, InputError
-from weightstep.experiments.executors import make_executor
+from weightstep.experiments.executors import EXECUTORS, LocalExecutor
 from weightstep.experiments.jobs import Job, Plan, expand
 from weightstep.experiments.protocol import check_parameters
 from weightstep.experiments.report_doc import write_file
@@ -58,6 +58,21 @@ class RunSummary:
         if self.report_dir is not None:
             text += f"; report: {self.report_dir / 'summary.md'}"
         return text
+
+
+def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
+                  address: str | None = None, retries: int = 2, timeout_s: float | None = None):
+    """The executor called ``name`` ('local' or 'ray'); ``address`` and the rest are Ray's."""
+    if name == "local":
+        if address:
+            raise ConfigError("--address is for --executor ray")
+        return LocalExecutor(1 if jobs is None else jobs)
+    if name == "ray":
+        from weightstep.experiments.ray_executor import RayExecutor
+
+        return RayExecutor(jobs, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, address=address,
+                           retries=retries, timeout_s=timeout_s)
+    raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
 
 
 # what a run records -------------------------------------------------------------------------------
@@ -318,4 +333,4 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
     return summary
 
 
-__all__ = ["RunSummary", "dry_run_lines", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
+__all__ = ["RunSummary", "dry_run_lines", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
