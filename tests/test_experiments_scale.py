@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import fake_codecs
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import fake_codecs
 from weightstep.cli import app
 from weightstep.errors import ConfigError
 from weightstep.experiments import build_report, expand, parse_protocol, run_protocol
