@@ -412,3 +412,29 @@ def test_seed_spread_in_points_tables_and_verdicts(tmp_path):
     assert "| d | A | B | 0.2000 | -0.23 | 1.00 |" in summary
     assert "34.07 (33.60-34.60)" in summary.split("## All RD points")[1]
     assert "differ by more than the seed spread" in summary
+
+
+def test_report_selects_among_the_variants_of_a_vary_table(tmp_path):
+    text = """
+name = "sizes"
+anchor = "H.264 preset=ultrafast"
+[[datasets]]
+name = "s"
+videos = ["synthetic:scenecut"]
+frames = [2, 4]
+width = 64
+height = 48
+[[techniques]]
+label = "H.264"
+codec = "x264"
+vary = { preset = ["ultrafast", "veryfast"] }
+rate_points = [{ crf = 20 }, { crf = 27 }, { crf = 34 }, { crf = 41 }]
+"""
+    protocol = parse_protocol(text, "t.toml")
+    assert [t.variant_of for t in protocol.techniques] == ["H.264", "H.264"]
+    run_protocol(protocol, tmp_path / "run", report=False)
+    build_report(tmp_path / "run", tmp_path / "report")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    section = summary.split("## Selection among variants")[1]
+    assert "| s | H.264 preset=ultrafast | 0.0 % (the anchor) |" in section
+    assert section.count("| selected |") == 1 and "H.264 on s: H.264 preset=" in section

@@ -268,7 +268,7 @@ def _parse_technique(data: Any, index: int, file: str, profiles: tuple[str, ...]
         combo = dict(zip(lists, combo_values, strict=True))
         out.append(TechniqueSpec(label=_variant_label(label, combo), codec=codec, params={**params, **combo},
                                  rate_points=points, description=description, cpus=cpus, gpus=gpus, group=group,
-                                 seed_points=seed_points))
+                                 seed_points=seed_points, variant_of=label))
     return out
 
 

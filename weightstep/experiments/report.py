@@ -163,6 +163,12 @@ class _Builder:
                              "ok" if v["status"] == "todo" else f"{v['status']}: {_first_line(v.get('reason'))}"]
                             for v in videos])
         self.doc.bullets([f"note: {n}" for n in notes])
+        techniques = self.data.meta.get("techniques", [])
+        if techniques:
+            self.doc.heading(3, "Techniques")
+            self.doc.table(["codec", "technique", "block", "parameters", "rate points", "what it is"],
+                           [[t["codec"], t["label"], t.get("group") or "-", _point_text(t.get("params") or {}),
+                             len(t.get("rate_points") or []), t.get("description") or ""] for t in techniques])
 
     def bd_rates(self) -> None:
         doc, data = self.doc, self.data
@@ -364,6 +370,7 @@ class _Builder:
         self.rd_curves()
         report_more.seeds(self)
         self.timing()
+        report_more.selection(self)
         self.stages()
         self.per_frame_bits()
         self.points_table()

@@ -6,7 +6,9 @@
 - :func:`visual`: one decoded frame crop per technique beside the source, each at its rate point
   nearest a common bpp; decoded from the stored bitstreams (the source of truth), not stored;
 - :func:`seeds`: the spread of results run with several seeds, and which differences between
-  techniques lie within it.
+  techniques lie within it;
+- :func:`selection`: among the variants one ``vary`` table made (capacity.toml's sizes and slice
+  lengths), the one the rule below picks for the core run.
 
 The common rate of a clip is the geometric middle of the anchor technique's bpp range there
 (the median of every technique's bpp when the anchor has none); each technique shows its rate
@@ -24,7 +26,7 @@ import numpy as np
 from weightstep.errors import WeightstepError
 from weightstep.experiments import plots
 from weightstep.experiments.jobs import read_options, slug
-from weightstep.experiments.report_data import Point, average_curve
+from weightstep.experiments.report_data import Point, average_curve, bd_cell, mean_cell
 from weightstep.experiments.report_doc import _fmt, _point_text
 
 CROP_MAX = (160, 120)
@@ -253,5 +255,77 @@ def seeds(builder) -> None:
     doc.para(f"{beyond} other comparison(s) at seeded rate points differ by more than the seed spread.")
 
 
-__all__ = ["CROP_MAX", "common_rate", "longest_clips", "nearest_rows", "seeds", "spread_verdicts", "timeline",
-           "visual"]
+# choosing among variants ---------------------------------------------------------------------------
+
+TIME_LIMIT = 2.0
+"""A variant is eligible when its encode time per frame is at most this many times the anchor's."""
+
+
+def select_variants(builder, dataset: str, variants: list[str]) -> tuple[list[list[str]], str | None, str]:
+    """(table rows, the selected variant or None, why) for one ``vary`` table's variants on one dataset.
+
+    Over the dataset's longest clips: mean BD-rate (first metric) against the protocol's anchor
+    (0 for the anchor itself) and mean encode seconds per frame. The selected variant has the lowest
+    BD-rate among those encoding at most TIME_LIMIT times slower per frame than the anchor.
+    """
+    data, points = builder.data, builder.points
+    clips = longest_clips(data, dataset)
+    metric = data.metrics[0]
+
+    def per_frame(technique: str) -> float:
+        times = [p.encode_s / p.frames for c in clips for p in points.get((dataset, c), {}).get(technique, [])
+                 if p.frames]
+        return sum(times) / len(times) if times else math.nan
+
+    limit = TIME_LIMIT * per_frame(data.anchor)
+    rows, scored = [], []
+    for variant in variants:
+        if variant == data.anchor:
+            cell_text, value = "0.0 % (the anchor)", 0.0
+        else:
+            cell = mean_cell([bd_cell(points.get((dataset, c), {}).get(data.anchor),
+                                      points.get((dataset, c), {}).get(variant), metric, data.method,
+                                      f"the anchor {data.anchor!r}") for c in clips])
+            cell_text, value = cell.text(), cell.value
+        speed = per_frame(variant)
+        eligible = value is not None and math.isfinite(speed) and (not math.isfinite(limit) or speed <= limit)
+        if eligible:
+            scored.append((value, variant))
+        rows.append([dataset, variant, cell_text, _fmt(speed, "{:.3g}"), "yes" if eligible else "no"])
+    if not scored:
+        return rows, None, "no variant has a BD-rate and an encode time within the limit"
+    chosen = min(scored)[1]
+    for row in rows:
+        row.append("selected" if row[1] == chosen else "")
+    return rows, chosen, ""
+
+
+def selection(builder) -> None:
+    data = builder.data
+    groups: dict[str, list[str]] = {}
+    for technique in data.meta.get("techniques", []):
+        if technique.get("variant_of"):
+            groups.setdefault(technique["variant_of"], []).append(technique["label"])
+    groups = {base: labels for base, labels in groups.items() if len(labels) > 1}
+    if not groups:
+        return
+    doc = builder.doc
+    name = _METRIC_NAMES.get(data.metrics[0], data.metrics[0])
+    doc.heading(2, "Selection among variants")
+    doc.para(f"For each [[techniques]] table with `vary`, over each dataset's longest clips: the mean BD-rate "
+             f"({name}) of every variant against the anchor {data.anchor!r} and its encode seconds per frame. The "
+             f"selected variant (for core.toml) has the lowest BD-rate among those whose encode time per frame is at "
+             f"most {TIME_LIMIT:g} times the anchor's.")
+    for base, variants in groups.items():
+        table, picks = [], []
+        for dataset in data.datasets:
+            rows, chosen, why = select_variants(builder, dataset, variants)
+            table.extend(row + [""] * (6 - len(row)) for row in rows)
+            picks.append(f"{base} on {dataset}: " + (chosen if chosen else f"none ({why})"))
+        doc.heading(3, base)
+        doc.table(["dataset", "variant", "BD-rate vs anchor", "encode s/frame", "eligible", ""], table)
+        doc.bullets(picks)
+
+
+__all__ = ["CROP_MAX", "TIME_LIMIT", "common_rate", "longest_clips", "nearest_rows", "seeds", "select_variants",
+           "selection", "spread_verdicts", "timeline", "visual"]

@@ -126,7 +126,7 @@ def protocol_meta(plan: Plan) -> dict[str, Any]:
         "seed_points": list(p.seed_points) if p.seed_points is not None else None,
         "techniques": [{"label": t.label, "codec": t.codec, "params": dict(t.params or {}),
                         "rate_points": [dict(r) for r in t.rate_points], "description": t.description,
-                        "group": t.group} for t in p.techniques],
+                        "group": t.group, "variant_of": t.variant_of} for t in p.techniques],
         "datasets": [d.name for d in p.datasets],
         "videos": [{"dataset": v.dataset, "label": v.label, "identity": v.identity, "width": v.width,
                     "height": v.height, "frames": v.frames, "status": v.status, "reason": v.reason}

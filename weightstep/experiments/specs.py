@@ -75,6 +75,8 @@ class TechniqueSpec:
     group: str = param("", "block of the protocol it belongs to (e.g. 'new weight-step kinds'), for the report")
     seed_points: tuple[int, ...] | None = param(None, "indices of the rate points run with every seed, the rest with "
                                                 "the first seed only (none: the protocol's seed_points)")
+    variant_of: str = param("", "label of the [[techniques]] table whose `vary` made this one ('' if none): the "
+                            "report compares a table's variants and picks one")
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Protocol:
     bd_interpolation: str = param("pchip", "BD interpolation", choices=BD_METHODS)
     datasets: tuple[DatasetSpec, ...] = param((), "the clips")
     techniques: tuple[TechniqueSpec, ...] = param((), "the techniques")
-    resources: Resources = field(default_factory=Resources)
+    resources: Resources = field(default_factory=Resources)  # what one job asks of a Ray cluster
     profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = param(None, "named read-option overrides")
     profile: str | None = param(None, "the profile applied, if any")
 
