@@ -69,6 +69,18 @@ def _spread_text(point: Point, measure: str, pattern: str) -> str:
     return text
 
 
+def _spread_verdict(points: dict, dataset: str, clips: Sequence[str], a: str, b: str, metric: str) -> str:
+    """Whether ``a`` and ``b`` differ by more than their seed spread at the seeded rate points (dataset means)."""
+    from weightstep.experiments.report_more import spread_verdicts
+
+    curves = {t: average_curve(points, dataset, clips, t) for t in (a, b)}
+    verdicts = spread_verdicts({t: c for t, c in curves.items() if c}, metric)
+    if not verdicts:
+        return "no seeded point to compare"
+    return "; ".join(f"{gap:+.2f} at {bpp:.3g} bpp: {'within' if inside else 'beyond'} the spread ({spread:.2f})"
+                     for _, _, bpp, gap, spread, inside in verdicts)
+
+
 def _plotted(point: Point, metric: str) -> tuple[float, ...]:
     """A point for plots.rd_figure: (bpp, quality), with its min-max over seeds when it has several."""
     if point.seeds < 2 or metric not in point.spread:
@@ -276,7 +288,9 @@ class _Builder:
             return
         doc.para("BD-rate of each single-stage technique against its two-stage twin (the anchor here), per "
                  "clip and averaged as above; negative: single-stage needs fewer bits. Time ratio: mean "
-                 "encode time single-stage / two-stage.")
+                 "encode time single-stage / two-stage. Gap vs seed spread: at the rate points run with several "
+                 "seeds, the quality gap between the two at equal bpp and whether it exceeds the seeds' min-max "
+                 "range (see Seeds and spread).")
         rows = []
         for dataset in data.datasets:
             clips = data.clips.get(dataset, [])
@@ -289,7 +303,8 @@ class _Builder:
                        for label in (single, two)}
                 ratio = enc[single] / enc[two] if enc[two] and math.isfinite(enc[two]) and enc[two] > 0 else math.nan
                 rows.append([dataset, single, two, *[mean_cell(cells[m]).text() for m in data.metrics],
-                             _fmt(enc[single], "{:.3g}"), _fmt(enc[two], "{:.3g}"), _fmt(ratio, "{:.2f}")])
+                             _fmt(enc[single], "{:.3g}"), _fmt(enc[two], "{:.3g}"), _fmt(ratio, "{:.2f}"),
+                             _spread_verdict(self.points, dataset, clips, single, two, data.metrics[0])])
                 metric = data.metrics[0]
                 curves.append((two, [(p.bpp, p.quality(metric)) for p in average_curve(self.points, dataset, clips, two)],
                                single,
@@ -304,7 +319,7 @@ class _Builder:
                                 f"{dataset}: single- against two-stage weight stepping, averaged over clips")
         doc.table(["dataset", "single-stage", "two-stage", *[f"BD-rate ({_METRIC_NAMES.get(m, m)})"
                                                             for m in data.metrics],
-                   "encode s single", "encode s two", "time ratio"], rows)
+                   "encode s single", "encode s two", "time ratio", "gap vs seed spread"], rows)
 
     def per_frame_bits(self) -> None:
         doc, data = self.doc, self.data

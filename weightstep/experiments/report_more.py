@@ -189,28 +189,30 @@ def _interpolate(curve: Sequence[Point], bpp: float, metric: str) -> float | Non
 
 
 def spread_verdicts(curves: dict[str, list[Point]], metric: str) -> list[tuple[str, str, float, float, float, bool]]:
-    """(A, B, A's bpp, quality gap A - B at that bpp, spread, within) for A's points run with several seeds.
+    """(A, B, A's bpp, quality gap A - B at that bpp, spread, within) at A's points run with several seeds.
 
     The spread is the larger of A's min-max range there and B's widest range over its own seeded
-    points (0 for a deterministic technique); the gap is within it when |gap| <= spread.
-    Each unordered pair appears once (at the first technique's seeded points).
+    points (0 for a deterministic technique); the gap is within it when |gap| <= spread. Each
+    unordered pair appears once: at the first technique's seeded points, or, where none of them
+    lies within the other's bpp range, at the other's.
     """
     widest = {t: max((p.range(metric) for p in pts if p.seeds > 1), default=0.0) for t, pts in curves.items()}
-    out, seen = [], set()
-    for a, points in curves.items():
-        for point in (p for p in points if p.seeds > 1):
-            for b, other in curves.items():
-                if b == a or frozenset((a, b)) in seen:
-                    continue
-                quality = _interpolate(other, point.bpp, metric)
-                if quality is None:
-                    continue
+
+    def compare(a: str, b: str) -> list[tuple[str, str, float, float, float, bool]]:
+        found = []
+        for point in (p for p in curves[a] if p.seeds > 1):
+            quality = _interpolate(curves[b], point.bpp, metric)
+            if quality is not None:
                 gap = point.quality(metric) - quality
                 spread = max(point.range(metric), widest.get(b, 0.0))
-                out.append((a, b, point.bpp, gap, spread, abs(gap) <= spread))
-        for b in curves:
-            if any(p.seeds > 1 for p in points):
-                seen.add(frozenset((a, b)))
+                found.append((a, b, point.bpp, gap, spread, abs(gap) <= spread))
+        return found
+
+    out = []
+    names = list(curves)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out.extend(compare(a, b) or compare(b, a))
     return out
 
 
