@@ -34,7 +34,9 @@ _QUANTISE_OVERHEAD = 1.2  # step searches, straight-through rounding phase, writ
 def _step_cost(config: Mapping[str, Any], network: str) -> float:
     """Seconds per pixel of one optimiser step (forward and backward) of an anchor network."""
     if network == "siren" or network == "fourier":
-        return 0.3e-6 + 1.25e-8 * float(config.get("width", 96)) * float(config.get("depth", 4))
+        # quick run (88x72): 0.3e-6 + 1.25e-8 w d; one 10-frame carphone encode (176x144, w48 d3) on a
+        # loaded machine took about twice that: the middle of the two
+        return 0.5e-6 + 2.0e-8 * float(config.get("width", 96)) * float(config.get("depth", 4))
     if network == "dip":
         channels = float(config.get("dip_channels", 32))
         return 2.0e-6 + 1.0e-8 * channels ** 2 * float(config.get("dip_levels", 4)) / 3
