@@ -54,7 +54,6 @@ FULL_TABLE_LIMIT = 600  # rows of the RD points table in summary.md beyond which
 CSV_COLUMNS = ("key", "status", "technique", "codec", "dataset", "video", "video_label", "rate_index", "rate_point",
                "seed", "frames", "width", "height", "bytes", "file_bytes", "bpp", "psnr_rgb", "psnr_yuv", "ms_ssim",
                "encode_s", "decode_s", "device", "bitstream", "error")
-_QUALITY_FORMAT = {"psnr_rgb": "{:.2f}", "psnr_yuv": "{:.2f}", "ms_ssim": "{:.4f}"}
 _METRIC_NAMES = {"psnr_rgb": "PSNR RGB", "psnr_yuv": "PSNR YUV", "ms_ssim": "MS-SSIM"}
 
 
@@ -185,6 +184,9 @@ class _Builder:
     def bd_rates(self) -> None:
         doc, data = self.doc, self.data
         doc.heading(2, f"BD-rate against {data.anchor}")
+        if any(r["seed"] not in (None, min(data.run.get("seeds") or [0])) for r in data.done()):
+            doc.para("Curves of INR techniques are means over seeds; whether a gap between two techniques is "
+                     "larger than the seeds' own spread is under Seeds and spread.")
         tables = bd_tables(data, self.points)
         names = [_METRIC_NAMES.get(m, m) for m in data.metrics]
         for dataset in data.datasets:
