@@ -22,7 +22,7 @@ from typing import TextIO
 
 from weightstep.experiments.specs import DONE, FAILED, SKIPPED
 
-PLAIN_INTERVAL_S = 30.0
+PLAIN_INTERVAL_S = 10.0
 """Seconds between the plain progress lines when stderr is not a terminal."""
 
 
