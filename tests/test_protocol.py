@@ -119,11 +119,17 @@ def test_committed_protocols_parse_and_fit_the_registered_codecs(name):
 def test_core_has_the_ten_techniques_of_table_1_plus_nerv():
     protocol = load_protocol(PROTOCOLS / "core.toml")
     codecs = [t.codec for t in protocol.techniques]
-    assert sorted(set(codecs)) == ["dvc", "full-cnn", "full-mlp", "nerv", "vcii", "weightstep", "x264", "x265"]
+    assert sorted(set(codecs)) == ["dvc", "full-cnn", "full-mlp", "nerv", "svtav1", "vcii", "vp9", "weightstep",
+                                   "x264", "x265"]
     stepped = [t.params for t in protocol.techniques if t.codec == "weightstep"]
     kinds = sorted((p["inr"] == "dip", p["schedule"]) for p in stepped)
     assert kinds == [(False, "single-stage"), (False, "two-stage"), (True, "single-stage"), (True, "two-stage")]
-    assert len(protocol.techniques) == 11
+    assert len(protocol.techniques) == 13
+    for technique in protocol.techniques:  # 4+ rate points each; INR techniques along lambda only
+        assert len(technique.rate_points) >= 4, technique.label
+        if technique.codec in ("weightstep", "full-mlp", "full-cnn", "nerv"):
+            assert all(set(point) == {"lambda"} for point in technique.rate_points), technique.label
+    assert len(protocol.seeds) >= 3 and protocol.seed_points
     for profile in protocol.profiles:
         parse_protocol(protocol.text, protocol.path, profile=profile)
 

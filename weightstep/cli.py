@@ -207,13 +207,16 @@ def run_protocol_command(
         data_root: Annotated[Path | None, typer.Option("--data-root", help="folder holding the datasets' roots (UVG, MCL-JCV, VTL)")] = None,
         profile: Annotated[str | None, typer.Option("--profile", help="apply the protocol's profiles.NAME read options, e.g. cpu")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit; run nothing")] = False,
-        no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False) -> None:
+        no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False,
+        timings: Annotated[list[Path] | None, typer.Option("--timings", help="with --dry-run: earlier run directories whose measured job times calibrate the estimate (repeatable)")] = None) -> None:
     """Run every job of PROTOCOL (resumable), record results in OUT/results.sqlite, write OUT/report/."""
-    from weightstep.experiments import expand, load_protocol, plan_lines, run_protocol
+    from weightstep.experiments import load_protocol, run_protocol
+    from weightstep.experiments.runner import dry_run_lines
 
     spec = load_protocol(protocol, profile=profile, data_root=data_root)
     if dry_run:
-        for line in plan_lines(expand(spec)):
+        lines = dry_run_lines(spec, out_dir or Path("runs") / spec.name, jobs=jobs, timings=tuple(timings or ()))
+        for line in lines:
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     def echo(text: str) -> None:
@@ -238,12 +241,14 @@ def run_protocol_command(
 @handled
 def report_command(
         run_dir: Annotated[Path, typer.Argument(help="a directory written by `weightstep run`")],
-        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="where to write (default RUN_DIR/report)")] = None) -> None:
+        out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="where to write (default RUN_DIR/report)")] = None,
+        compare: Annotated[Path | None, typer.Option("--compare", help="another run directory (before a change): both side by side in one table, plus comparison.csv")] = None) -> None:
     """Write summary.md, report.html, results.csv and figures/ from RUN_DIR's results database."""
     from weightstep.experiments import build_report
 
-    files = build_report(run_dir, out_dir)
-    out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv and "
+    files = build_report(run_dir, out_dir, compare=compare)
+    extra = ", comparison.csv" if compare is not None else ""
+    out.print(f"wrote {files.out_dir / 'summary.md'}, report.html, results.csv{extra} and "
               f"{sum(1 for f in files.files if f.suffix == '.png')} figures", markup=False, highlight=False,
               soft_wrap=True)
 

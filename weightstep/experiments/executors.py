@@ -11,7 +11,8 @@ workers on other machines need no shared file system.
   the N in flight. A worker that dies (killed for memory, a crash) costs its jobs one retry;
   a job in flight during two such deaths is recorded as failed.
 - :class:`~weightstep.experiments.ray_executor.RayExecutor` hands jobs to a Ray cluster (its own
-  module; Ray is an optional extra).
+  module, above this one; Ray is an optional extra). :func:`weightstep.experiments.runner.make_executor`
+  chooses between them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from weightstep.errors import ConfigError, UnavailableError, WeightstepError
-from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, Job, read_options
+from weightstep.experiments.jobs import Job, read_options
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED
 
 EXECUTORS = ("local", "ray")
 
@@ -214,19 +216,4 @@ class LocalExecutor:
             pool.shutdown(wait=not running, cancel_futures=True)
 
 
-def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
-                  address: str | None = None, retries: int = 2, timeout_s: float | None = None):
-    """The executor called ``name`` ('local' or 'ray'); ``address`` and the rest are Ray's."""
-    if name == "local":
-        if address:
-            raise ConfigError("--address is for --executor ray")
-        return LocalExecutor(1 if jobs is None else jobs)
-    if name == "ray":
-        from weightstep.experiments.ray_executor import RayExecutor
-
-        return RayExecutor(jobs, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, address=address,
-                           retries=retries, timeout_s=timeout_s)
-    raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
-
-
-__all__ = ["EXECUTORS", "LocalExecutor", "execute_job", "make_executor"]
+__all__ = ["EXECUTORS", "LocalExecutor", "execute_job"]

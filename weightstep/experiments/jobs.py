@@ -32,12 +32,20 @@ from typing import Any
 
 from weightstep.config import build
 from weightstep.errors import ConfigError, UnavailableError, WeightstepError
-from weightstep.experiments.protocol import DatasetSpec, Protocol, TechniqueSpec
+from weightstep.experiments.specs import (
+    DONE,
+    FAILED,
+    SKIPPED,
+    TODO,
+    DatasetSpec,
+    Protocol,
+    codec_class_or_reason,
+    merged_params,
+    seeded_point,
+)
 
 KEY_VERSION = 1
 """Bump when the meaning of a job (what the runner does with it) changes, so old rows stop matching."""
-
-TODO, DONE, FAILED, SKIPPED = "todo", "done", "failed", "skipped"
 
 
 def canonical_json(obj: Any) -> str:
@@ -61,23 +69,6 @@ def job_key(codec: str, config: Mapping[str, Any], codec_info: Mapping[str, Any]
     payload = {"key_version": KEY_VERSION, "codec": codec, "config": dict(config), "config_built": built,
                "codec_info": dict(codec_info) if codec_info is not None else None, "video": video, "seed": seed}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def merged_params(technique: TechniqueSpec, point: Mapping[str, Any]) -> dict[str, Any]:
-    """A technique's fixed parameters with one rate point's on top."""
-    return {**(technique.params or {}), **point}
-
-
-def codec_class_or_reason(name: str) -> tuple[type | None, str | None]:
-    """(codec class, None), or (None, why it is not here: not registered, or its module fails to import)."""
-    from weightstep import registry
-
-    if name not in registry.names():
-        return None, f"codec {name!r} is not registered here (registered: {', '.join(registry.names())})"
-    try:
-        return registry.codec_class(name), None
-    except (ImportError, AttributeError, WeightstepError) as exc:
-        return None, f"codec {name!r} cannot be loaded here: {type(exc).__name__}: {exc}"
 
 
 # inputs -------------------------------------------------------------------------------------------
@@ -108,10 +99,11 @@ def read_options(options: Mapping[str, Any]):
     return ReadOptions(**values)
 
 
-def _options(dataset: DatasetSpec, spec: str, frames: int | None, start: int) -> dict[str, Any]:
+def _options(dataset: DatasetSpec, spec: str, frames: int | None, start: int,
+             downscale: int | None = None) -> dict[str, Any]:
     from weightstep.video.options import parse_crop
 
-    opts: dict[str, Any] = {"start": start, "frames": frames, "downscale": dataset.downscale,
+    opts: dict[str, Any] = {"start": start, "frames": frames, "downscale": downscale or dataset.downscale,
                             "matrix": dataset.matrix}
     if dataset.crop:
         opts["crop"] = list(parse_crop(dataset.crop))
@@ -189,6 +181,7 @@ def dataset_inputs(protocol: Protocol, dataset: DatasetSpec) -> tuple[list[Video
     inputs: list[VideoInput] = []
     seen: dict[str, int] = {}
     for spec, base in sources:
+        factor = _fitting_downscale(dataset, spec) if dataset.target_width else None
         for frames in dataset.frames:
             for start in dataset.start:
                 label = base
@@ -199,7 +192,7 @@ def dataset_inputs(protocol: Protocol, dataset: DatasetSpec) -> tuple[list[Video
                 seen[label] = seen.get(label, 0) + 1
                 if seen[label] > 1:
                     label += f"#{seen[label]}"
-                opts = _options(dataset, spec, frames, start)
+                opts = _options(dataset, spec, frames, start, factor)
                 try:
                     facts = probe(spec, read_options(opts))
                 except UnavailableError as exc:
@@ -215,6 +208,32 @@ def dataset_inputs(protocol: Protocol, dataset: DatasetSpec) -> tuple[list[Video
                 inputs.append(VideoInput(dataset.name, label, spec, opts, _portable(facts["video"], protocol),
                                          width=facts["width"], height=facts["height"], frames=facts["frames"]))
     return inputs, notes
+
+
+def _fitting_downscale(dataset: DatasetSpec, spec: str) -> int | None:
+    """The integer downscale bringing ``spec``'s width closest to ``dataset.target_width`` (None: unreadable).
+
+    Only factors the frame allows (4:2:0 after downscaling needs multiples of 2 x factor) are
+    considered; ties go to the larger picture.
+    """
+    from weightstep.video.options import output_size
+    from weightstep.video.readers import probe
+
+    try:
+        opts = read_options(_options(dataset, spec, 1, 0, 1))
+        facts = probe(spec, opts)
+    except WeightstepError:
+        return None  # the clip's own probe below says why
+    width = facts["width"]
+    best = 1
+    for factor in range(1, max(1, width // 2) + 1):
+        try:
+            output_size(facts["source_width"], facts["source_height"], read_options(_options(dataset, spec, 1, 0, factor)), spec)
+        except WeightstepError:
+            continue
+        if abs(width / factor - dataset.target_width) < abs(width / best - dataset.target_width):
+            best = factor
+    return best
 
 
 # techniques ---------------------------------------------------------------------------------------
@@ -337,6 +356,10 @@ def expand(protocol: Protocol) -> Plan:
     """
     plan = Plan(protocol)
     for dataset in protocol.datasets:
+        if not dataset.include:
+            plan.notes.append(f"dataset {dataset.name}: left out (include = false"
+                              + (f" in profile {protocol.profile})" if protocol.profile else ")"))
+            continue
         inputs, notes = dataset_inputs(protocol, dataset)
         plan.videos.extend(inputs)
         plan.notes.extend(notes)
@@ -347,7 +370,8 @@ def expand(protocol: Protocol) -> Plan:
             seeded = _has_seed(technique.codec)
             for index, point in enumerate(technique.rate_points):
                 base = merged_params(technique, point)
-                variants = [{**base, "seed": s} for s in protocol.seeds] if seeded and "seed" not in base else [base]
+                seeds = protocol.seeds if seeded_point(protocol, technique, index) else protocol.seeds[:1]
+                variants = [{**base, "seed": s} for s in seeds] if seeded and "seed" not in base else [base]
                 for params in variants:
                     cache_key = canonical_json([technique.codec, params])
                     if cache_key not in prepared:

@@ -71,7 +71,24 @@ def _legend(figure, handles_labels: dict) -> None:
                       frameon=False)
 
 
-Curve = Sequence[tuple[float, float]]  # (bpp, quality) points
+Curve = Sequence[tuple[float, ...]]
+"""(bpp, quality) points; a point run with several seeds may carry its spread as
+(bpp, quality, quality min, quality max, bpp min, bpp max), drawn as min-max error bars."""
+
+
+def _spread_bars(ax, points: Sequence[tuple[float, ...]], colour) -> None:
+    """Min-max bars (over seeds) of the points that carry them."""
+    spread = [p for p in points if len(p) >= 6]
+    if not spread:
+        return
+    x = [p[0] for p in spread]
+    y = [p[1] for p in spread]
+    def below(a, b):  # a mean and its min can differ by rounding the wrong way
+        return [max(0.0, p[a] - p[b]) for p in spread]
+
+    ax.errorbar(x, y, yerr=[below(1, 2), [max(0.0, p[3] - p[1]) for p in spread]],
+                xerr=[below(0, 4), [max(0.0, p[5] - p[0]) for p in spread]], fmt="none", ecolor=colour,
+                elinewidth=0.9, capsize=2.5)
 
 
 def rd_figure(title: str, panels: Sequence[tuple[str, dict[str, Curve]]], styles: dict[str, dict],
@@ -95,6 +112,7 @@ def rd_figure(title: str, panels: Sequence[tuple[str, dict[str, Curve]]], styles
                 continue
             line, = ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1.2, markersize=4,
                             **styles.get(label, {}))
+            _spread_bars(ax, points, line.get_color())
             handles.setdefault(label, line)
         ax.set_xscale("log")
         _log(ax.xaxis)
@@ -189,4 +207,64 @@ def bits_figure(title: str, panels: Sequence[tuple[str, dict[str, Sequence[float
     return _png(figure)
 
 
-__all__ = ["METRIC_LABELS", "bits_figure", "rd_figure", "stages_figure", "style", "timing_figure"]
+def timeline_figure(title: str, panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Sequence[float]]]]],
+                    styles: dict[str, dict]) -> bytes:
+    """Per-frame PSNR (left) and coded bits (right, log) over time: one row per clip, one line per technique.
+
+    ``panels``: (clip title, {technique: (psnr per frame, bits per frame)}); a technique whose
+    bits per frame are unknown (conventional codecs give them per packet) draws PSNR only.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    rows = max(1, len(panels))
+    figure = _figure(2 * 4.2 + LEGEND_IN, 2.8 * rows + 0.5)
+    figure.suptitle(title)
+    axes = figure.subplots(rows, 2, squeeze=False)
+    handles: dict = {}
+    for (left, right), (panel_title, series) in zip(axes, panels, strict=False):
+        for label, (psnr, bits) in series.items():
+            kwargs = {**styles.get(label, {}), "markersize": 2.5, "linewidth": 1.0}
+            if psnr:
+                line, = left.plot(range(len(psnr)), psnr, **kwargs)
+                handles.setdefault(label, line)
+            if bits and all(b is not None and b > 0 for b in bits):
+                line, = right.plot(range(len(bits)), bits, **kwargs)
+                handles.setdefault(label, line)
+        for ax, name in ((left, "PSNR RGB (dB)"), (right, "bits")):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("frame")
+            ax.set_ylabel(name)
+            ax.grid(True, which="both", alpha=0.3)
+        right.set_yscale("log")
+        _log(right.yaxis)
+        left.set_title(f"{panel_title}: quality per frame", fontsize="medium")
+        right.set_title(f"{panel_title}: bits per frame", fontsize="medium")
+    _legend(figure, handles)
+    return _png(figure)
+
+
+def crops_figure(title: str, tiles: Sequence[tuple[str, object]], columns: int = 4) -> bytes:
+    """Image tiles side by side (the source first): (caption, H x W x 3 uint8 array) each, shown pixel for pixel."""
+    count = max(1, len(tiles))
+    cols = min(columns, count)
+    rows = math.ceil(count / cols)
+    height, width = (tiles[0][1].shape[:2] if tiles else (64, 64))
+    scale = min(2.0, 3.2 / max(1.0, width / 90))  # inches per 90 pixels: small crops are enlarged
+    tile_w, tile_h = width / 90 * scale, height / 90 * scale
+    figure = _figure(cols * (tile_w + 0.2) + 0.4, rows * (tile_h + 0.55) + 0.6, legend=False)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (rows * (tile_h + 0.55) + 0.6),
+                           wspace=0.05, hspace=0.35)
+    figure.suptitle(title)
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (caption, image) in zip(axes, tiles, strict=False):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize="x-small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(tiles):]:
+        ax.set_visible(False)
+    return _png(figure)
+
+
+__all__ = ["METRIC_LABELS", "bits_figure", "crops_figure", "rd_figure", "stages_figure", "style", "timeline_figure",
+           "timing_figure"]

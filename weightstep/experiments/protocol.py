@@ -16,13 +16,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from weightstep.config import param
+from weightstep.config import build
 from weightstep.errors import ConfigError, InputError, UnavailableError
+from weightstep.experiments.specs import (
+    BD_METHODS,
+    DATA_ROOT_ENV,
+    PROFILE_DATASET_KEYS,
+    QUALITY_METRICS,
+    READ_KEYS,
+    DatasetSpec,
+    Protocol,
+    Resources,
+    Scalar,
+    TechniqueSpec,
+    codec_class_or_reason,
+    merged_params,
+)
 
 try:  # the standard library from Python 3.11; the same parser as the tomli package before that
     import tomllib
@@ -31,97 +45,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     except ModuleNotFoundError:
         tomllib = None
-
-QUALITY_METRICS = ("psnr_rgb", "psnr_yuv", "ms_ssim")
-"""Quality measures a report can plot and compare (the harness measures all three every time)."""
-
-BD_METHODS = ("pchip", "akima")
-
-READ_KEYS = ("frames", "start", "crop", "downscale", "width", "height", "fps", "bit_depth", "matrix")
-"""Dataset keys that say how a video is read; the ones a profile may override."""
-
-DATA_ROOT_ENV = "WEIGHTSTEP_DATA"
-"""Environment variable naming the data root when neither ``--data-root`` nor the file does."""
-
-Scalar = str | int | float | bool
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A named set of clips, and how each is read."""
-
-    name: str = param("", "label of the dataset in reports, and the name profiles refer to")
-    videos: tuple[str, ...] = param((), "inputs given directly: paths (relative ones from the protocol file's "
-                                    "folder), sample:NAME or synthetic:NAME")
-    root: str | None = param(None, "folder holding `sequences`: relative to the data root, or absolute")
-    sequences: tuple[str, ...] = param((), "file names or glob patterns under `root` (raw .yuv as distributed)")
-    frames: tuple[int | None, ...] = param((None,), "clip length(s) in frames; several give the timing-"
-                                           "against-length analysis (§4.3, §4.4); none = the whole clip")
-    start: tuple[int, ...] = param((0,), "first frame(s); several make several clips (or images) per sequence")
-    crop: str | None = param(None, "WxH+X+Y window (even values) taken before downscaling")
-    downscale: int = param(1, "integer area downscale: 1080p sources become sizes a CPU can fit", low=1)
-    width: int | None = param(None, "raw .yuv width when the name does not say it; synthetic: frame width",
-                              low=2)
-    height: int | None = param(None, "raw .yuv height when the name does not say it; synthetic: frame height",
-                               low=2)
-    fps: float | None = param(None, "frame rate for raw .yuv (or an override); synthetic: its rate", low=0.0)
-    bit_depth: int | None = param(None, "raw .yuv sample size, 8 or 10", choices=(8, 10))
-    matrix: str = param("bt709", "Y'CbCr matrix of the RGB view", choices=("bt709", "bt601"))
-
-
-@dataclass(frozen=True)
-class TechniqueSpec:
-    """One technique: a codec with fixed parameters, measured at each of its rate points."""
-
-    label: str = param("", "the technique's name in reports (unique in the protocol)")
-    codec: str = param("", "registered codec name (see `weightstep codecs`)")
-    params: Mapping[str, Scalar] = param(None, "fixed codec parameters")
-    rate_points: tuple[Mapping[str, Scalar], ...] = param(({},), "parameter sets, one per point of the RD "
-                                                         "curve (BD-rate needs at least 4)")
-    description: str = param("", "one line for the report")
-    cpus: float | None = param(None, "Ray num_cpus of each of its jobs (none: [resources] cpus_per_job)", low=0.0)
-    gpus: float | None = param(None, "Ray num_gpus of each of its jobs (none: [resources] gpus_per_job)", low=0.0)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one job asks of a Ray cluster (the local executor splits this machine's cores itself)."""
-
-    cpus_per_job: float = param(1.0, "Ray num_cpus of a job; also its torch threads under Ray", low=0.0)
-    gpus_per_job: float = param(0.0, "Ray num_gpus of a job (fractions share a GPU)", low=0.0)
-    retries: int = param(2, "Ray retries of a job whose worker died (killed, lost node), then it is failed",
-                         low=0, high=100)
-    timeout_s: float | None = param(None, "wall-clock limit of one job under Ray: it is cancelled and "
-                                    "recorded as failed after this (none: no limit)", low=0.0)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A parsed protocol file (with a profile applied, if one was chosen)."""
-
-    name: str = param("", "the protocol's name: run folders and reports/<name>/ use it")
-    path: str = param("", "the file it was read from")
-    text: str = param("", "the file's text, recorded with every run")
-    description: str = param("", "what the protocol tests, for the report")
-    base_dir: str = param("", "folder of the protocol file: relative video paths start here")
-    data_root: str | None = param(None, "folder holding the datasets' `root` folders")
-    seeds: tuple[int, ...] = param((0,), "seeds of every technique whose codec config has a `seed`; codecs "
-                                   "without one (conventional) run once")
-    metrics: tuple[str, ...] = param(QUALITY_METRICS, "quality measures of the RD curves and BD tables")
-    anchor: str = param("", "technique every BD-rate is measured against")
-    bd_interpolation: str = param("pchip", "BD interpolation", choices=BD_METHODS)
-    datasets: tuple[DatasetSpec, ...] = param((), "the clips")
-    techniques: tuple[TechniqueSpec, ...] = param((), "the techniques")
-    resources: Resources = field(default_factory=Resources)
-    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = param(None, "named read-option overrides")
-    profile: str | None = param(None, "the profile applied, if any")
-
-    def technique(self, label: str) -> TechniqueSpec:
-        for technique in self.techniques:
-            if technique.label == label:
-                return technique
-        raise KeyError(label)
-
 
 # reading tables ------------------------------------------------------------------------------------
 
@@ -218,9 +141,11 @@ def _read_values(table: _Table) -> dict[str, Any]:
         if any(s < 0 for s in values["start"]):
             table.fail("start must be 0 or more")
     for key, kind in (("crop", str), ("downscale", int), ("width", int), ("height", int), ("fps", float),
-                      ("bit_depth", int), ("matrix", str)):
+                      ("bit_depth", int), ("matrix", str), ("target_width", int), ("include", bool)):
         if key in table.data:
             values[key] = table.get(key, kind)
+    if values.get("target_width") is not None and values["target_width"] < 2:
+        table.fail("target_width must be 2 or more")
     return values
 
 
@@ -259,20 +184,53 @@ def _parse_dataset(data: Any, index: int, file: str) -> DatasetSpec:
 
 # techniques ---------------------------------------------------------------------------------------
 
-_TECHNIQUE_KEYS = ("label", "codec", "params", "rate_points", "vary", "description", "cpus", "gpus")
+_TECHNIQUE_KEYS = ("label", "codec", "params", "rate_points", "vary", "description", "cpus", "gpus", "group",
+                   "profiles", "seed_points")
+_TECHNIQUE_PROFILE_KEYS = ("params", "vary")
 
 
 def _variant_label(label: str, combo: Mapping[str, Scalar]) -> str:
     return label + " " + " ".join(f"{k}={v}" for k, v in combo.items())
 
 
-def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
+def _profile_overrides(table: _Table, profiles: tuple[str, ...], profile: str | None) -> tuple[dict, dict]:
+    """(params, vary) that the technique's ``profiles.NAME`` table sets for ``profile`` (checked for all)."""
+    chosen: tuple[dict, dict] = ({}, {})
+    raw = table.get("profiles", dict, {})
+    for name, body in raw.items():
+        if name not in profiles:
+            table.fail(f"profiles.{name}: no [profiles.{name}] table defines that profile; "
+                       f"profiles: {', '.join(profiles) or 'none'}")
+        sub = _Table(body, f"{table.where}, profiles.{name}", table.file)
+        sub.check_keys(_TECHNIQUE_PROFILE_KEYS)
+        params = sub.get_scalars("params", sub.data.get("params", {}), "params")
+        vary = sub.get("vary", dict, {})
+        if name == profile:
+            chosen = (params, vary)
+    return chosen
+
+
+def _seed_points(table: _Table, count: int | None) -> tuple[int, ...] | None:
+    """``seed_points``: distinct rate-point indices (below ``count`` when it is known)."""
+    if "seed_points" not in table.data:
+        return None
+    points = table.get_list("seed_points", int, nonempty=True)
+    if len(set(points)) != len(points) or any(p < 0 or (count is not None and p >= count) for p in points):
+        table.fail("seed_points must be distinct rate-point indices from 0" +
+                   (f" to {count - 1}" if count is not None else ""))
+    return points
+
+
+def _parse_technique(data: Any, index: int, file: str, profiles: tuple[str, ...] = (),
+                     profile: str | None = None) -> list[TechniqueSpec]:
     table = _Table(data, f"techniques[{index}]", file)
     label = table.get("label", str, required=True)
     table.where = f"technique {label!r}"
     table.check_keys(_TECHNIQUE_KEYS)
     codec = table.get("codec", str, required=True)
     params = table.get_scalars("params", table.data.get("params", {}), "params")
+    profile_params, profile_vary = _profile_overrides(table, profiles, profile)
+    params = {**params, **profile_params}
     points: tuple[dict[str, Scalar], ...] = ({},)
     if "rate_points" in table.data:
         raw = table.data["rate_points"]
@@ -286,13 +244,15 @@ def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
         if len({tuple(sorted(p.items())) for p in points}) != len(points):
             table.fail("rate_points has repeated parameter sets")
     description = table.get("description", str, "")
+    group = table.get("group", str, "")
+    seed_points = _seed_points(table, len(points))
     cpus, gpus = table.get("cpus", float, None), table.get("gpus", float, None)
     if (cpus is not None and not 0 < cpus < 1e6) or (gpus is not None and not 0 <= gpus < 1e6):
         table.fail("cpus must be > 0 and gpus >= 0")
-    vary = table.get("vary", dict, {})
+    vary = {**table.get("vary", dict, {}), **profile_vary}
     if not vary:
         return [TechniqueSpec(label=label, codec=codec, params=params, rate_points=points,
-                              description=description, cpus=cpus, gpus=gpus)]
+                              description=description, cpus=cpus, gpus=gpus, group=group, seed_points=seed_points)]
     lists: dict[str, list] = {}
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
@@ -307,7 +267,8 @@ def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
     for combo_values in product(*lists.values()):
         combo = dict(zip(lists, combo_values, strict=True))
         out.append(TechniqueSpec(label=_variant_label(label, combo), codec=codec, params={**params, **combo},
-                                 rate_points=points, description=description, cpus=cpus, gpus=gpus))
+                                 rate_points=points, description=description, cpus=cpus, gpus=gpus, group=group,
+                                 seed_points=seed_points, variant_of=label))
     return out
 
 
@@ -325,7 +286,7 @@ def _parse_profiles(data: Any, datasets: tuple[DatasetSpec, ...], file: str) -> 
         parsed = {}
         for target, overrides in entries.data.items():
             sub = _Table(overrides, f"profile {profile!r}, {target!r}", file)
-            sub.check_keys(READ_KEYS)
+            sub.check_keys(PROFILE_DATASET_KEYS)
             parsed[target] = _read_values(sub)
         out[profile] = parsed
     return out
@@ -348,7 +309,7 @@ def _apply_profile(protocol: Protocol, name: str) -> Protocol:
 
 # the file -----------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "description", "data_root", "seeds", "metrics", "anchor", "bd_interpolation",
+_TOP_KEYS = ("name", "description", "data_root", "seeds", "seed_points", "metrics", "anchor", "bd_interpolation",
              "datasets", "techniques", "resources", "profiles")
 
 
@@ -378,7 +339,11 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     datasets = tuple(_parse_dataset(d, i, file) for i, d in enumerate(datasets_raw))
     if len({d.name for d in datasets}) != len(datasets):
         top.fail("dataset names must be unique")
-    techniques = tuple(t for i, raw in enumerate(techniques_raw) for t in _parse_technique(raw, i, file))
+    profiles = _parse_profiles(data.get("profiles", {}), datasets, file)
+    if profile and profile not in profiles:
+        raise ConfigError(f"{file}: no profile {profile!r}; profiles: {', '.join(profiles) or 'none'}")
+    techniques = tuple(t for i, raw in enumerate(techniques_raw)
+                       for t in _parse_technique(raw, i, file, tuple(profiles), profile))
     labels = [t.label for t in techniques]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -386,6 +351,7 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     seeds = top.get_list("seeds", int, (0,), nonempty=True)
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         top.fail("seeds must be distinct integers >= 0")
+    seed_points = _seed_points(top, None)
     metrics = top.get_list("metrics", str, QUALITY_METRICS, nonempty=True)
     for metric in metrics:
         if metric not in QUALITY_METRICS:
@@ -405,11 +371,11 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
         res_table.fail("cpus_per_job must be > 0 and gpus_per_job >= 0")
     if not 0 <= resources.retries <= 100 or (resources.timeout_s is not None and not resources.timeout_s > 0):
         res_table.fail("retries must be 0 to 100 and timeout_s a positive number of seconds")
-    profiles = _parse_profiles(data.get("profiles", {}), datasets, file)
     root = data_root if data_root is not None else top.get("data_root", str) or os.environ.get(DATA_ROOT_ENV)
     base_dir = str(Path(file).resolve().parent) if Path(file).exists() else os.getcwd()
     protocol = Protocol(name=name, path=file, text=text, description=top.get("description", str, ""),
                         base_dir=base_dir, data_root=_expand(str(root)) if root else None, seeds=seeds,
+                        seed_points=seed_points,
                         metrics=metrics, anchor=anchor, bd_interpolation=bd, datasets=datasets,
                         techniques=techniques, resources=resources, profiles=profiles)
     if profile:
@@ -450,16 +416,12 @@ def check_parameters(protocol: Protocol) -> list[ParameterProblem]:
     A codec that is not registered (or cannot be imported) is a 'skipped' problem; parameters
     its config refuses are 'failed' problems carrying the codec's own ConfigError message.
     """
-    from weightstep.experiments.jobs import codec_class_or_reason, merged_params
-
     problems = []
     for technique in protocol.techniques:
         cls, reason = codec_class_or_reason(technique.codec)
         if cls is None:
             problems.append(ParameterProblem(technique.label, None, "skipped", reason))
             continue
-        from weightstep.config import build
-
         for index, point in enumerate(technique.rate_points):
             try:
                 build(cls.Config, merged_params(technique, point), where=f"codec {technique.codec}")

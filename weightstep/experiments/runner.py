@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from weightstep.errors import ConfigError, InputError
-from weightstep.experiments.executors import make_executor
-from weightstep.experiments.jobs import DONE, FAILED, SKIPPED, TODO, Job, Plan, expand
-from weightstep.experiments.protocol import Protocol
-from weightstep.experiments.report import write_file
+from weightstep.experiments.executors import EXECUTORS, LocalExecutor
+from weightstep.experiments.jobs import Job, Plan, expand
+from weightstep.experiments.protocol import check_parameters
+from weightstep.experiments.report_doc import write_file
+from weightstep.experiments.specs import DONE, FAILED, SKIPPED, TODO, Protocol
 from weightstep.experiments.store import Store
 
 Echo = Callable[[str], None]
@@ -57,6 +58,21 @@ class RunSummary:
         if self.report_dir is not None:
             text += f"; report: {self.report_dir / 'summary.md'}"
         return text
+
+
+def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0,
+                  address: str | None = None, retries: int = 2, timeout_s: float | None = None):
+    """The executor called ``name`` ('local' or 'ray'); ``address`` and the rest are Ray's."""
+    if name == "local":
+        if address:
+            raise ConfigError("--address is for --executor ray")
+        return LocalExecutor(1 if jobs is None else jobs)
+    if name == "ray":
+        from weightstep.experiments.ray_executor import RayExecutor
+
+        return RayExecutor(jobs, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, address=address,
+                           retries=retries, timeout_s=timeout_s)
+    raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
 
 
 # what a run records -------------------------------------------------------------------------------
@@ -107,9 +123,10 @@ def protocol_meta(plan: Plan) -> dict[str, Any]:
     return {
         "name": p.name, "description": p.description, "anchor": p.anchor, "metrics": list(p.metrics),
         "bd_interpolation": p.bd_interpolation, "seeds": list(p.seeds), "profile": p.profile,
+        "seed_points": list(p.seed_points) if p.seed_points is not None else None,
         "techniques": [{"label": t.label, "codec": t.codec, "params": dict(t.params or {}),
-                        "rate_points": [dict(r) for r in t.rate_points], "description": t.description}
-                       for t in p.techniques],
+                        "rate_points": [dict(r) for r in t.rate_points], "description": t.description,
+                        "group": t.group, "variant_of": t.variant_of} for t in p.techniques],
         "datasets": [d.name for d in p.datasets],
         "videos": [{"dataset": v.dataset, "label": v.label, "identity": v.identity, "width": v.width,
                     "height": v.height, "frames": v.frames, "status": v.status, "reason": v.reason}
@@ -172,12 +189,36 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
     for (status, reason), techniques in grouped.items():
         lines.append(f"{status}: {', '.join(techniques)}: {reason}")
     if not plan.jobs:  # no clips, so no job says it: check the techniques on their own
-        from weightstep.experiments.protocol import check_parameters
-
         for problem in check_parameters(plan.protocol):
             where = "" if problem.rate_index is None else f" (rate point {problem.rate_index})"
             lines.append(f"{problem.kind}: {problem.technique}{where}: {problem.message}")
     return lines
+
+
+def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, *, jobs: int | None = None,
+                  timings: tuple[str | os.PathLike, ...] = ()) -> list[str]:
+    """The plan (``plan_lines``) and its time estimate, without running anything.
+
+    ``out_dir``: a run directory to be resumed, if it exists (its finished jobs cost nothing and
+    its timings calibrate the estimate); ``timings``: more run directories whose finished jobs
+    calibrate it.
+    """
+    from weightstep.experiments.estimate import estimate
+
+    plan = expand(protocol)
+    done_keys: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for index, directory in enumerate([out_dir, *timings] if out_dir is not None else list(timings)):
+        if out_dir is not None and index == 0 and not (Path(directory) / "results.sqlite").is_file():
+            continue  # a fresh run directory: nothing done yet
+        with Store.open(directory) as store:
+            found = store.rows()
+        rows.extend(found)
+        if out_dir is not None and index == 0:
+            done_keys = {r["key"] for r in found if r["status"] == DONE}
+    workers = jobs or 1
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return plan_lines(plan, done_keys) + estimate(plan, done_keys, rows, threads).lines(workers)
 
 
 def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool = False, jobs: int | None = None,
@@ -237,31 +278,11 @@ def _remove_partial_files(run_dir: Path) -> None:
             pass
 
 
-def _progress(show: bool):
-    """The run's display on stderr: jobs done, failed, skipped and left, elapsed time and ETA.
-
-    Its console decides now whether stderr is a terminal: jobs run with TTY_COMPATIBLE=0 so that
-    the bars of codecs' own fitting loops stay hidden, and that must not hide this one.
-    """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    console = Console(stderr=True, force_terminal=console.is_terminal)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, disable=not show)
-
-
 def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str], echo: Echo | None,
              report: bool, run_dir: Path, start_clock: float, show: bool) -> RunSummary:
+    from weightstep.experiments.estimate import job_weights
+    from weightstep.experiments.progress_view import RunProgress
+
     counts = {DONE: 0, FAILED: 0, SKIPPED: 0}
     reused = 0
     todo: list[Job] = []
@@ -277,18 +298,13 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
         if echo is not None:
             echo(line)
     status = "interrupted"
-    progress = _progress(show)
-    say = (lambda text: progress.console.print(text, markup=False, highlight=False)) if show else echo
+    weights = dict(zip((j.key for j in todo), job_weights(plan, todo, store.rows()), strict=True))
+    workers = runner.describe().get("workers") or 1
+    # Jobs run with TTY_COMPATIBLE=0 so that codecs' own bars stay hidden: the display decides now.
+    progress = RunProgress(plan.protocol.name, list(weights.values()), workers=workers, show=show)
+    say = progress.print if show else echo
     try:
         with progress:
-            task = progress.add_task(plan.protocol.name, total=len(todo), status="")
-
-            def show_counts() -> None:
-                left = len(todo) - int(progress.tasks[0].completed)
-                progress.update(task, status=f"done {counts[DONE]}  failed {counts[FAILED]}  "
-                                              f"skipped {counts[SKIPPED]}  left {left}")
-
-            show_counts()
             for job, outcome in runner.execute(todo):
                 bitstream = None
                 if outcome["status"] == DONE and outcome.get("data") is not None:
@@ -301,8 +317,7 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
                              started=outcome.get("started"), finished=outcome.get("finished"),
                              wall_s=outcome.get("wall_s"))
                 counts[outcome["status"]] += 1
-                progress.advance(task)
-                show_counts()
+                progress.advance(weights[job.key], outcome["status"])
                 if say is not None:
                     say(_job_line(job, outcome))
         status = "finished"
@@ -318,4 +333,4 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
     return summary
 
 
-__all__ = ["RunSummary", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
+__all__ = ["RunSummary", "dry_run_lines", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from weightstep.errors import InputError
-from weightstep.experiments.jobs import DONE, Job, canonical_json
+from weightstep.experiments.jobs import Job, canonical_json
+from weightstep.experiments.specs import DONE
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1

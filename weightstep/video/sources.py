@@ -35,6 +35,13 @@ SYNTHETIC = {
     "life": ":seed=1", "cellauto": ":seed=1", "sierpinski": ":seed=1",
 }
 
+# Sources made of two lavfi sources, the first cut after a number of frames: name -> (first, frames, second).
+# scenecut: a moving test pattern, then (frame 15 on) a zoom into the Mandelbrot set -- a hard cut
+# that a weight-step codec should answer with a fresh anchor (anchor refresh), not with a huge step.
+SPLICED = {
+    "scenecut": ("testsrc2", 15, "mandelbrot"),
+}
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -81,7 +88,11 @@ def sample_path(name: str) -> Path:
 
 def synthetic_names() -> list[str]:
     """The synthetic sources this PyAV build offers."""
-    return [n for n in SYNTHETIC if n in av.filter.filters_available]
+    available = av.filter.filters_available
+    plain = [n for n in SYNTHETIC if n in available]
+    spliced = [n for n, (a, _, b) in SPLICED.items()
+               if a in available and b in available and {"trim", "concat"} <= set(available)]
+    return plain + spliced
 
 
 def _check_synthetic(name: str) -> None:
@@ -92,11 +103,25 @@ def _check_synthetic(name: str) -> None:
 def _graph(name: str, width: int, height: int, rate: float) -> av.filter.Graph:
     _check_synthetic(name)
     graph = av.filter.Graph()
-    source = graph.add(name, f"size={width}x{height}:rate={fps_fraction(rate)}{SYNTHETIC[name]}")
-    to_yuv = graph.add("format", "pix_fmts=yuv420p")
+    args = f"size={width}x{height}:rate={fps_fraction(rate)}"
     sink = graph.add("buffersink")
-    source.link_to(to_yuv)
-    to_yuv.link_to(sink)
+    if name in SPLICED:
+        first_name, cut, second_name = SPLICED[name]
+        first = graph.add(first_name, args + SYNTHETIC[first_name])
+        trim = graph.add("trim", f"end_frame={cut}")  # exact in frames, unlike a duration in seconds
+        second = graph.add(second_name, args + SYNTHETIC[second_name])
+        concat = graph.add("concat", "n=2:v=1:a=0")
+        first.link_to(trim)
+        for index, head in enumerate((trim, second)):
+            to_yuv = graph.add("format", "pix_fmts=yuv420p")
+            head.link_to(to_yuv)
+            to_yuv.link_to(concat, 0, index)
+        concat.link_to(sink)
+    else:
+        source = graph.add(name, args + SYNTHETIC[name])
+        to_yuv = graph.add("format", "pix_fmts=yuv420p")
+        source.link_to(to_yuv)
+        to_yuv.link_to(sink)
     graph.configure()
     return graph
 

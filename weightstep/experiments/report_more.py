@@ -1,0 +1,333 @@
+"""Report sections beyond the tables: frames over time, decoded crops, and the spread over seeds.
+
+- :func:`timeline`: per-frame PSNR and bits over time of every technique at a common rate, one
+  row per clip of the dataset's longest length (where weight stepping freezes, decays or
+  refreshes its anchor shows at a glance);
+- :func:`visual`: one decoded frame crop per technique beside the source, each at its rate point
+  nearest a common bpp; decoded from the stored bitstreams (the source of truth), not stored;
+- :func:`seeds`: the spread of results run with several seeds, and which differences between
+  techniques lie within it;
+- :func:`selection`: among the variants one ``vary`` table made (capacity.toml's sizes and slice
+  lengths), the one the rule below picks for the core run.
+
+The common rate of a clip is the geometric middle of the anchor technique's bpp range there
+(the median of every technique's bpp when the anchor has none); each technique shows its rate
+point whose bpp is nearest to it in log scale, first seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from weightstep.errors import WeightstepError
+from weightstep.experiments import plots
+from weightstep.experiments.jobs import read_options, slug
+from weightstep.experiments.report_data import Point, average_curve, bd_cell, mean_cell
+from weightstep.experiments.report_doc import _fmt, _point_text
+
+CROP_MAX = (160, 120)
+"""Largest crop (width, height) of the visual comparison, centred in the frame."""
+
+_METRIC_NAMES = {"psnr_rgb": "PSNR RGB", "psnr_yuv": "PSNR YUV", "ms_ssim": "MS-SSIM"}
+
+
+# choosing what to show ----------------------------------------------------------------------------
+
+def longest_clips(data, dataset: str) -> list[str]:
+    """The dataset's clips of its longest length (frames), in order."""
+    frames: dict[str, int] = {}
+    for video in data.meta.get("videos", []):
+        if video["dataset"] == dataset and video.get("frames"):
+            frames[video["label"]] = int(video["frames"])
+    for row in data.done():
+        if row["dataset"] == dataset:
+            frames.setdefault(row["video_label"], int(row["result"]["frames"]))
+    clips = [c for c in data.clips.get(dataset, []) if c in frames]
+    if not clips:
+        return []
+    longest = max(frames[c] for c in clips)
+    return [c for c in clips if frames[c] == longest]
+
+
+def common_rate(data, curves: dict[str, list[Point]]) -> float | None:
+    """The clip's common bpp: the middle of the anchor's range, else the median of every point."""
+    anchor = [p.bpp for p in curves.get(data.anchor, []) if p.bpp > 0]
+    if anchor:
+        return math.sqrt(min(anchor) * max(anchor))
+    every = sorted(p.bpp for points in curves.values() for p in points if p.bpp > 0)
+    return every[len(every) // 2] if every else None
+
+
+def nearest_rows(data, points: dict, dataset: str, clip: str) -> tuple[float | None, dict[str, dict[str, Any]]]:
+    """(common bpp, {technique: done row of its rate point nearest it, first seed}) on one clip."""
+    curves = points.get((dataset, clip), {})
+    target = common_rate(data, curves)
+    if target is None:
+        return None, {}
+    chosen: dict[str, dict[str, Any]] = {}
+    for technique in data.techniques:
+        candidates = [p for p in curves.get(technique, []) if p.bpp > 0]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda p: abs(math.log(p.bpp / target)))
+        rows = [r for r in data.done() if r["dataset"] == dataset and r["video_label"] == clip
+                and r["technique"] == technique and r["rate_index"] == best.rate_index]
+        rows.sort(key=lambda r: (r["seed"] is not None, r["seed"] or 0))
+        if rows:
+            chosen[technique] = rows[0]
+    return target, chosen
+
+
+# per-frame quality and bits over time -------------------------------------------------------------
+
+def timeline(builder) -> None:
+    doc, data = builder.doc, builder.data
+    doc.heading(2, "Quality and bits per frame at a common rate")
+    doc.para("Each technique at its rate point nearest the clip's common bpp (the geometric middle of the anchor's "
+             f"({data.anchor}) bpp range), first seed; the clips of each dataset's longest length. Bits per frame: "
+             "what each frame's part of the bitstream costs (conventional codecs: its packets).")
+    rows = []
+    for dataset in data.datasets:
+        panels = []
+        for clip in longest_clips(data, dataset):
+            target, chosen = nearest_rows(data, builder.points, dataset, clip)
+            series = {}
+            for technique, row in chosen.items():
+                frames = row["result"].get("per_frame") or []
+                series[technique] = ([f.get("psnr_rgb") for f in frames], [f.get("bits") for f in frames])
+                rows.append([dataset, clip, _fmt(target, "{:.4f}"), technique, _point_text(row["rate_point"]),
+                             _fmt(row["result"]["bpp"], "{:.4f}"), _fmt(row["result"]["psnr_rgb"], "{:.2f}")])
+            if series:
+                panels.append((f"{clip} (~{target:.3g} bpp)", series))
+        if panels:
+            builder.add_figure(f"timeline-{slug(dataset)}",
+                               plots.timeline_figure(f"{dataset}: PSNR and bits per frame at a common rate", panels,
+                                                     builder.styles),
+                               f"{dataset}: per-frame PSNR and bits of every technique at a common rate")
+    if rows:
+        doc.table(["dataset", "clip", "common bpp", "technique", "rate point", "bpp", "PSNR RGB"], rows)
+    else:
+        doc.para("No job finished.")
+
+
+# decoded crops ------------------------------------------------------------------------------------
+
+def _crop(rgb: np.ndarray) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> centred crop of at most CROP_MAX as H x W x 3 uint8."""
+    _, height, width = rgb.shape
+    w, h = min(width, CROP_MAX[0]), min(height, CROP_MAX[1])
+    x, y = (width - w) // 2, (height - h) // 2
+    tile = np.clip(rgb[:, y:y + h, x:x + w], 0.0, 1.0)
+    return (tile.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _decoded_frame(run_dir, row: dict[str, Any], index: int) -> np.ndarray:
+    from weightstep.codecs import harness
+
+    data = (run_dir / row["bitstream"]).read_bytes()
+    _, video = harness.decode_bytes(data, "cpu")
+    return video.rgb()[index]
+
+
+def visual(builder) -> None:
+    doc, data = builder.doc, builder.data
+    doc.heading(2, "Visual comparison")
+    doc.para("The last frame of one clip per dataset (the first of its longest clips), centre crop of at most "
+             f"{CROP_MAX[0]}x{CROP_MAX[1]} pixels shown pixel for pixel: the source, then each technique at its rate "
+             "point nearest the common bpp, decoded from its stored bitstream.")
+    from weightstep.video.readers import open_video
+
+    problems = []
+    shown = False
+    for dataset in data.datasets:
+        clips = longest_clips(data, dataset)
+        if not clips:
+            continue
+        clip = clips[0]
+        target, chosen = nearest_rows(data, builder.points, dataset, clip)
+        if not chosen:
+            continue
+        first = next(iter(chosen.values()))
+        index = int(first["result"]["frames"]) - 1
+        try:
+            source = open_video(first["spec"], read_options(first["options"])).rgb()[index]
+        except (WeightstepError, OSError) as exc:
+            problems.append(f"{dataset}/{clip}: the source cannot be read here ({exc})")
+            continue
+        tiles = [(f"source, frame {index}", _crop(source))]
+        for technique, row in chosen.items():
+            result = row["result"]
+            try:
+                frame = _decoded_frame(data.run_dir, row, index)
+            except (WeightstepError, OSError, ValueError, RuntimeError) as exc:
+                problems.append(f"{technique} on {dataset}/{clip}: not decoded ({type(exc).__name__}: {exc})")
+                continue
+            tiles.append((f"{technique}\n{result['bpp']:.3f} bpp, {result['psnr_rgb']:.1f} dB", _crop(frame)))
+        builder.add_figure(f"visual-{slug(dataset)}",
+                           plots.crops_figure(f"{dataset}/{clip}: frame {index} near {target:.3g} bpp", tiles),
+                           f"{dataset}/{clip}: decoded crops of every technique near {target:.3g} bpp beside the "
+                           "source")
+        shown = True
+    if not shown:
+        doc.para("No decoded frame to show.")
+    doc.bullets(problems)
+
+
+# seeds and spread ---------------------------------------------------------------------------------
+
+def _interpolate(curve: Sequence[Point], bpp: float, metric: str) -> float | None:
+    """Quality of ``curve`` at ``bpp`` (linear in log bpp), None outside its range."""
+    points = sorted((p.bpp, p.quality(metric)) for p in curve if p.bpp > 0)
+    if len(points) < 2 or not points[0][0] <= bpp <= points[-1][0]:
+        return None
+    xs = [math.log(b) for b, _ in points]
+    return float(np.interp(math.log(bpp), xs, [q for _, q in points]))
+
+
+def spread_verdicts(curves: dict[str, list[Point]], metric: str) -> list[tuple[str, str, float, float, float, bool]]:
+    """(A, B, A's bpp, quality gap A - B at that bpp, spread, within) at A's points run with several seeds.
+
+    The spread is the larger of A's min-max range there and B's widest range over its own seeded
+    points (0 for a deterministic technique); the gap is within it when |gap| <= spread. Each
+    unordered pair appears once: at the first technique's seeded points, or, where none of them
+    lies within the other's bpp range, at the other's.
+    """
+    widest = {t: max((p.range(metric) for p in pts if p.seeds > 1), default=0.0) for t, pts in curves.items()}
+
+    def compare(a: str, b: str) -> list[tuple[str, str, float, float, float, bool]]:
+        found = []
+        for point in (p for p in curves[a] if p.seeds > 1):
+            quality = _interpolate(curves[b], point.bpp, metric)
+            if quality is not None:
+                gap = point.quality(metric) - quality
+                spread = max(point.range(metric), widest.get(b, 0.0))
+                found.append((a, b, point.bpp, gap, spread, abs(gap) <= spread))
+        return found
+
+    out = []
+    names = list(curves)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out.extend(compare(a, b) or compare(b, a))
+    return out
+
+
+def seeds(builder) -> None:
+    doc, data = builder.doc, builder.data
+    metric = data.metrics[0]
+    name = _METRIC_NAMES.get(metric, metric)
+    doc.heading(2, "Seeds and spread")
+    rows = []
+    for (dataset, clip), curves in builder.points.items():
+        for technique in data.techniques:
+            for p in curves.get(technique, []):
+                if p.seeds > 1:
+                    low, high = p.low_high(metric)
+                    b_low, b_high = p.low_high("bpp")
+                    rows.append([dataset, clip, technique, _point_text(p.rate_point), p.seeds,
+                                 f"{_fmt(p.bpp, '{:.4f}')} ({_fmt(b_low, '{:.4f}')}-{_fmt(b_high, '{:.4f}')})",
+                                 f"{_fmt(p.quality(metric), '{:.2f}')} ({_fmt(low, '{:.2f}')}-{_fmt(high, '{:.2f}')})",
+                                 _fmt(high - low, "{:.2f}")])
+    if not rows:
+        doc.para("No rate point ran with more than one seed: every result is one draw of its fit.")
+        return
+    doc.para(f"Rate points run with several seeds: mean (min-max) over the seeds; the {name} range is how far one "
+             "draw of a noisy fit can move a result.")
+    doc.table(["dataset", "clip", "technique", "rate point", "seeds", "bpp", name, "range"], rows)
+    within, beyond = [], 0
+    for dataset in data.datasets:
+        clips = data.clips.get(dataset, [])
+        curves = {t: average_curve(builder.points, dataset, clips, t) for t in data.techniques}
+        for a, b, bpp, gap, spread, inside in spread_verdicts({t: c for t, c in curves.items() if c}, metric):
+            if inside:
+                within.append([dataset, a, b, _fmt(bpp, "{:.4f}"), _fmt(gap, "{:+.2f}"), _fmt(spread, "{:.2f}")])
+            else:
+                beyond += 1
+    doc.para(f"Differences within the spread (dataset means, as the RD curves): at each seeded point of a technique, "
+             f"its {name} minus the other technique's curve at the same bpp (linear in log bpp), against the larger "
+             "of the two techniques' min-max ranges over seeds. Such a difference is not evidence that one is better.")
+    if within:
+        doc.table(["dataset", "technique", "against", "bpp", f"gap ({name})", "seed spread"], within)
+    else:
+        doc.para("No difference between techniques at a seeded rate point lies within the seed spread.")
+    doc.para(f"{beyond} other comparison(s) at seeded rate points differ by more than the seed spread.")
+
+
+# choosing among variants ---------------------------------------------------------------------------
+
+TIME_LIMIT = 2.0
+"""A variant is eligible when its encode time per frame is at most this many times the anchor's."""
+
+
+def select_variants(builder, dataset: str, variants: list[str]) -> tuple[list[list[str]], str | None, str]:
+    """(table rows, the selected variant or None, why) for one ``vary`` table's variants on one dataset.
+
+    Over the dataset's longest clips: mean BD-rate (first metric) against the protocol's anchor
+    (0 for the anchor itself) and mean encode seconds per frame. The selected variant has the lowest
+    BD-rate among those encoding at most TIME_LIMIT times slower per frame than the anchor.
+    """
+    data, points = builder.data, builder.points
+    clips = longest_clips(data, dataset)
+    metric = data.metrics[0]
+
+    def per_frame(technique: str) -> float:
+        times = [p.encode_s / p.frames for c in clips for p in points.get((dataset, c), {}).get(technique, [])
+                 if p.frames]
+        return sum(times) / len(times) if times else math.nan
+
+    limit = TIME_LIMIT * per_frame(data.anchor)
+    rows, scored = [], []
+    for variant in variants:
+        if variant == data.anchor:
+            cell_text, value = "0.0 % (the anchor)", 0.0
+        else:
+            cell = mean_cell([bd_cell(points.get((dataset, c), {}).get(data.anchor),
+                                      points.get((dataset, c), {}).get(variant), metric, data.method,
+                                      f"the anchor {data.anchor!r}") for c in clips])
+            cell_text, value = cell.text(), cell.value
+        speed = per_frame(variant)
+        eligible = value is not None and math.isfinite(speed) and (not math.isfinite(limit) or speed <= limit)
+        if eligible:
+            scored.append((value, variant))
+        rows.append([dataset, variant, cell_text, _fmt(speed, "{:.3g}"), "yes" if eligible else "no"])
+    if not scored:
+        return rows, None, "no variant has a BD-rate and an encode time within the limit"
+    chosen = min(scored)[1]
+    for row in rows:
+        row.append("selected" if row[1] == chosen else "")
+    return rows, chosen, ""
+
+
+def selection(builder) -> None:
+    data = builder.data
+    groups: dict[str, list[str]] = {}
+    for technique in data.meta.get("techniques", []):
+        if technique.get("variant_of"):
+            groups.setdefault(technique["variant_of"], []).append(technique["label"])
+    groups = {base: labels for base, labels in groups.items() if len(labels) > 1}
+    if not groups:
+        return
+    doc = builder.doc
+    name = _METRIC_NAMES.get(data.metrics[0], data.metrics[0])
+    doc.heading(2, "Selection among variants")
+    doc.para(f"For each [[techniques]] table with `vary`, over each dataset's longest clips: the mean BD-rate "
+             f"({name}) of every variant against the anchor {data.anchor!r} and its encode seconds per frame. The "
+             f"selected variant (for core.toml) has the lowest BD-rate among those whose encode time per frame is at "
+             f"most {TIME_LIMIT:g} times the anchor's.")
+    for base, variants in groups.items():
+        table, picks = [], []
+        for dataset in data.datasets:
+            rows, chosen, why = select_variants(builder, dataset, variants)
+            table.extend(row + [""] * (6 - len(row)) for row in rows)
+            picks.append(f"{base} on {dataset}: " + (chosen if chosen else f"none ({why})"))
+        doc.heading(3, base)
+        doc.table(["dataset", "variant", "BD-rate vs anchor", "encode s/frame", "eligible", ""], table)
+        doc.bullets(picks)
+
+
+__all__ = ["CROP_MAX", "TIME_LIMIT", "common_rate", "longest_clips", "nearest_rows", "seeds", "select_variants",
+           "selection", "spread_verdicts", "timeline", "visual"]
