@@ -29,6 +29,14 @@ SEEDS = {
                                                 "device": "cpu"}),
     "weightstep-grid-l0": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4", "anchor_steps": "3",
                                           "step_steps": "2", "device": "cpu"}),
+    "weightstep-grid-warp-l0": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
+                                               "update": "warp+l0", "warp_grid": "2", "anchor_steps": "3",
+                                               "step_steps": "2", "device": "cpu"}),
+    "weightstep-siren-lowrank": ("weightstep", {"inr": "siren", "width": "8", "depth": "2", "update": "lowrank",
+                                                "anchor_steps": "3", "step_steps": "2", "device": "cpu"}),
+    "weightstep-dip-warp-film": ("weightstep", {"inr": "dip", "dip_channels": "4", "dip_levels": "2",
+                                                "update": "warp+film", "anchor_steps": "3", "step_steps": "2",
+                                                "device": "cpu"}),
     "full-mlp": ("full-mlp", {"width": "8", "depth": "2", "epochs": "1", "device": "cpu"}),
     "full-cnn": ("full-cnn", {"dip_channels": "4", "dip_levels": "2", "epochs": "1", "prune": "0.5",
                               "finetune_epochs": "1", "device": "cpu"}),
@@ -36,7 +44,7 @@ SEEDS = {
                       "prune": "0", "device": "cpu"}),
     "x264": ("x264", {"preset": "ultrafast"}),
 }
-MUTANTS = 280
+MUTANTS = 360
 
 
 def _fuzzer():

@@ -83,6 +83,8 @@ class GridNet(nn.Module):
 
     def upsampled(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """(1, L, H, W): every level upsampled to the frame and cropped."""
+        if latents[0].is_meta:  # shape-only pass (a decoder's memory check): skip the decomposed bicubic
+            return torch.empty(1, self.levels, self.height, self.width, device="meta")
         planes = [latents[0][..., : self.height, : self.width]]
         for level in range(1, self.levels):
             up = F.interpolate(latents[level], scale_factor=2**level, mode=self.upsample_mode,

@@ -15,8 +15,8 @@ clamped at the border (Keys' cubic convolution, a = -0.75, as torch's bicubic); 
 MLP can extrapolate content that moves in).
 
 Exactness: encoder and decoder build the new state with :func:`warp_state` on the CPU in
-float64 (gathers and element-wise IEEE operations in a fixed order, no library resampler)
-and round it to float32 once, so both hold identical tensors. Training uses torch's grid_sample with the same
+float32 from gathers and element-wise IEEE operations in a fixed order (no library resampler,
+no reductions), so both hold identical tensors on any machine. Training uses torch's grid_sample with the same
 interpolation (float32, autograd), which is several times faster.
 
 Blob layout (one per step; ``n = 6 + 2 G^2`` values, G from the codec config)::
@@ -200,11 +200,13 @@ def warp_state(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget],
 
 def exact_warp(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget], values: np.ndarray,
                width: int, height: int, grid: int) -> dict[str, torch.Tensor]:
-    """The decoder's warp: float64 on the CPU, rounded to float32 once (see the module docstring)."""
-    cpu = {t.name: state[t.name].detach().to("cpu", torch.float64) for t in targets}
+    """The decoder's warp: float32 on the CPU, gathers and element-wise operations only, in a fixed
+    order (see the module docstring)."""
+    cpu = {t.name: state[t.name].detach().to("cpu", torch.float32) for t in targets}
     with torch.no_grad():
-        moved = warp_state(cpu, targets, torch.from_numpy(np.asarray(values, np.float64)), width, height, grid)
-    return {name: t.to(torch.float32).contiguous() for name, t in moved.items()}
+        values32 = torch.from_numpy(np.asarray(values, np.float64).astype(np.float32))
+        moved = warp_state(cpu, targets, values32, width, height, grid)
+    return {name: t.contiguous() for name, t in moved.items()}
 
 
 class WarpField(nn.Module):
