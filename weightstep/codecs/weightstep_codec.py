@@ -93,6 +93,9 @@ class WeightStepConfig:
                             "many frame evaluations in its joint fit", low=1, high=10**7)
     step_time_budget: float | None = param(None, "wall-time budget in seconds per weight step (two-stage) or "
                                            "for the joint fit (single-stage); none = run all steps", low=0.0)
+    step_pixels: float = param(0.25, "share of the pixels each fit step of a weight step sees, drawn at random "
+                               "(coordinate MLPs only: siren, fourier). SIREN 64x3 on carphone, warp+l0: 0.25 "
+                               "fitted 3-6x faster for -0.1 dB and -3 % step bytes against 1.0", low=0.01, high=1.0)
     update_lr: float | None = param(None, "Adam lr of the update values (none = a fifth of the network kind's "
                                     "fitting rate: 2e-4 for SIREN weights, 6e-3 for grid latents)", low=0.0)
     gate_lr: float = param(0.05, "Adam lr of the gate logits: at the update's lr gates learn nothing", low=0.0)
@@ -157,7 +160,8 @@ class WeightStepConfig:
         return StepSettings(fit=fit_config, lam=self.step_lam(), frame_batch=self.frame_batch,
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
                             anchor_lr=0.1 * self.lr(), kind=self.update, warp_grid=self.warp_grid,
-                            warp_lr=self.warp_lr, refresh="auto" if self.gop == "auto" else "fixed")
+                            warp_lr=self.warp_lr, refresh="auto" if self.gop == "auto" else "fixed",
+                            pixel_share=self.step_pixels)
 
     def anchor_settings(self, fit_first: bool) -> AnchorSettings:
         fit_config = FitConfig(steps=self.steps(), lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,

@@ -73,9 +73,13 @@ class CoordinateMLP(nn.Module):
         """(N, in_features) coordinates (the subclass's range) -> (N, 3) values."""
         return query_chunked(self._mlp, coords, self.chunk_size)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """The (1, 3, H, W) frame; with ``pixels`` (row-major indices) only those, as (N, 3) values
+        (fits on random pixel subsets)."""
         if self.in_features != 2:
             raise ValueError("forward() renders a frame only for 2-D coordinates; use query()")
+        if pixels is not None:
+            return self.query(self.coords[pixels])
         return pixels_to_image(self.query(self.coords), self.height, self.width)
 
     def parameter_count(self) -> int:

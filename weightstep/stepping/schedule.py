@@ -61,6 +61,7 @@ class StepSettings:
     warp_grid: int = 4  # displacement nodes per side of a warp
     warp_lr: float = 0.05  # Adam lr of the warp's values (pixels)
     refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
+    pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
 
 
 def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
@@ -86,18 +87,27 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     height, width = frames.shape[-2:]
     lam_per_bit = settings.lam / (height * width)
     spec = dataclasses.replace(spec, lam=lam_per_bit)
+    mlp = any(target.kind == "coords" for target in getattr(net, "warp_targets", tuple)())
+    subset = int(round(settings.pixel_share * height * width)) if mlp and settings.pixel_share < 1.0 else 0
+    picker = torch.Generator().manual_seed(spec.seed)
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
             target = frames[t:t + 1]
             target_cpu = target.detach().cpu()
+            flat_target = target[0].reshape(3, -1).t()
             step = FrameStep(net, {k: v.to(device) for k, v in state.items()}, spec, settings.kind, memory,
                              warp_grid=settings.warp_grid, width=width, height=height).to(device)
             generator = torch.Generator(device=device).manual_seed(spec.seed + t)
 
-            def closure(_: int, step=step, target=target, generator=generator) -> StepOutput:
-                pred = forward_with(net, step.weights(train=True, generator=generator))
-                err = torch.mean((pred - target) ** 2)
+            def closure(_: int, step=step, target=target, generator=generator, flat_target=flat_target) -> StepOutput:
+                weights = step.weights(train=True, generator=generator)
+                if subset:  # a coordinate MLP on a random share of the pixels: a cheaper, noisier step
+                    pixels = torch.randperm(height * width, generator=picker)[:subset].to(device)
+                    pred = torch.func.functional_call(net, weights, (pixels,))
+                    err = torch.mean((pred - flat_target[pixels]) ** 2)
+                else:
+                    err = torch.mean((forward_with(net, weights) - target) ** 2)
                 loss = err + spec.lam * step.penalty()
                 return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": step.open_count()})
 
