@@ -122,6 +122,8 @@ class WeightStepConfig:
             raise ConfigError(f"gop={self.gop!r} must be a frame count (0 = one anchor) or auto")
         if self.schedule == "single-stage" and self.update not in ("l0", "dct", "dense"):  # joint fit: WeightUpdate
             raise ConfigError(f"single-stage fits the proposal's update kinds (l0, dct, dense), not {self.update}")
+        if self.schedule == "single-stage" and self.gop == "auto":
+            raise ConfigError("gop=auto decides frame by frame: it needs schedule=two-stage")
 
     def gop_size(self) -> int:
         """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
