@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import rich.box
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -56,7 +57,8 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
          inr: str = "grid", anchor_steps: int = 800, step_steps: int = 150,
          variants: Annotated[list[str] | None, typer.Option(help="KIND/SCHEDULE, repeatable")] = None,
          points: Annotated[list[float] | None, typer.Option(help="lambda values, repeatable")] = None,
-         only: Annotated[list[str] | None, typer.Option()] = None, report_only: bool = False) -> None:
+         only: Annotated[list[str] | None, typer.Option()] = None, report_only: bool = False,
+         markdown: bool = False) -> None:
     source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
     model = {"inr": inr, "anchor_steps": anchor_steps, "step_steps": step_steps}
     done = {}
@@ -79,12 +81,12 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
         with out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[key] = row
-    report(list(done.values()), frames, video)
+    report(list(done.values()), frames, video, markdown)
 
 
-def report(rows: list[dict], frames: int, video: str) -> None:
+def report(rows: list[dict], frames: int, video: str, markdown: bool = False) -> None:
     console = Console(width=200)
-    table = Table(title=f"{video}, {frames} frames")
+    table = Table(title=f"{video}, {frames} frames", box=rich.box.MARKDOWN if markdown else rich.box.HEAVY_HEAD)
     for column in ("technique", "point", "bpp", "PSNR RGB", "MS-SSIM", "enc s/frame", "dec fps", "anchor bytes",
                    "mean step bytes", "PSNR f1", "PSNR last"):
         table.add_column(column, justify="right")
@@ -113,6 +115,11 @@ def report(rows: list[dict], frames: int, video: str) -> None:
                 console.print(f"BD-rate of {label} against {reference} (PCHIP, RGB PSNR): {value:+.1f} %")
             except MetricError as exc:
                 console.print(f"BD-rate of {label} against {reference}: not defined ({exc})")
+    for label, curve in sorted(curves.items()):  # the freeze check: last frame against frame 1
+        drops = [r["per_frame_psnr"][1] - r["per_frame_psnr"][-1] for r in curve if len(r.get("per_frame_psnr", [])) > 2]
+        if drops and label not in ("x264", "x265"):
+            verdict = "holds" if max(drops) <= 1.5 else "decays"
+            console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {max(drops):+.2f} dB ({verdict})")
 
 
 if __name__ == "__main__":

@@ -121,10 +121,13 @@ def test_core_has_the_ten_techniques_of_table_1_plus_nerv():
     codecs = [t.codec for t in protocol.techniques]
     assert sorted(set(codecs)) == ["dvc", "full-cnn", "full-mlp", "nerv", "svtav1", "vcii", "vp9", "weightstep",
                                    "x264", "x265"]
-    stepped = [t.params for t in protocol.techniques if t.codec == "weightstep"]
+    stepped = [t.params for t in protocol.techniques if t.codec == "weightstep" and t.params.get("inr") != "grid"]
     kinds = sorted((p["inr"] == "dip", p["schedule"]) for p in stepped)
     assert kinds == [(False, "single-stage"), (False, "two-stage"), (True, "single-stage"), (True, "two-stage")]
-    assert len(protocol.techniques) == 13
+    assert all(p["update"] in ("l0", "dct", "dense") for p in stepped)  # Table 1: the proposal's updates
+    new_kinds = [t for t in protocol.techniques if t.group == "new weight-step kinds"]
+    assert {t.params["update"] for t in new_kinds} == {"warp+lowrank", "lowrank"}
+    assert len(protocol.techniques) == 13 + len(new_kinds)
     for technique in protocol.techniques:  # 4+ rate points each; INR techniques along lambda only
         assert len(technique.rate_points) >= 4, technique.label
         if technique.codec in ("weightstep", "full-mlp", "full-cnn", "nerv"):

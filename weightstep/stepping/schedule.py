@@ -206,7 +206,8 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
         err = torch.stack([torch.mean((forward_with(net, weights_at(t, deltas)) - frames[t:t + 1]) ** 2)
                            for t in range(start, start + batch)]).mean()
         penalty = torch.stack([u.penalty() for u in updates]).sum() if updates else torch.zeros((), device=device)
-        return StepOutput(loss=err + spec.lam * penalty, psnr=psnr_from_mse(err.detach()))
+        # err is a mean over frames, so the bits are too: lambda x bits / (pixels x frames) is the clip's bpp term
+        return StepOutput(loss=err + spec.lam * penalty / count, psnr=psnr_from_mse(err.detach()))
 
     groups = [{"params": list(anchor_params.values()), "lr": settings.anchor_lr}]
     for update in updates:
