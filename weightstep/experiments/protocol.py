@@ -109,6 +109,8 @@ class Protocol:
                                    "without one (conventional) run once")
     metrics: tuple[str, ...] = param(QUALITY_METRICS, "quality measures of the RD curves and BD tables")
     anchor: str = param("", "technique every BD-rate is measured against")
+    also_against: tuple[str, ...] = param((), "further references: the report adds a BD-rate table against "
+                                          "each (e.g. x264 / x265 intra beside an INR anchor)")
     bd_interpolation: str = param("pchip", "BD interpolation", choices=BD_METHODS)
     datasets: tuple[DatasetSpec, ...] = param((), "the clips")
     techniques: tuple[TechniqueSpec, ...] = param((), "the techniques")
@@ -313,6 +315,9 @@ def _parse_technique(data: Any, index: int, file: str) -> list[TechniqueSpec]:
 
 # profiles -----------------------------------------------------------------------------------------
 
+PROFILE_PARAMS = "params"  # the profile key of technique-parameter overrides (not a dataset name)
+
+
 def _parse_profiles(data: Any, datasets: tuple[DatasetSpec, ...], file: str) -> dict[str, dict[str, dict]]:
     table = _Table(data, "profiles", file)
     names = {d.name for d in datasets}
@@ -320,10 +325,13 @@ def _parse_profiles(data: Any, datasets: tuple[DatasetSpec, ...], file: str) -> 
     for profile, body in table.data.items():
         entries = _Table(body, f"profile {profile!r}", file)
         for target in entries.data:
-            if target != "*" and target not in names:
+            if target not in ("*", PROFILE_PARAMS) and target not in names:
                 entries.fail(f"unknown dataset {target!r}; datasets: {', '.join(sorted(names))} (or \"*\" for all)")
         parsed = {}
         for target, overrides in entries.data.items():
+            if target == PROFILE_PARAMS:
+                parsed[target] = entries.get_scalars(target, overrides, f"profile {profile!r}, params")
+                continue
             sub = _Table(overrides, f"profile {profile!r}, {target!r}", file)
             sub.check_keys(READ_KEYS)
             parsed[target] = _read_values(sub)
@@ -343,12 +351,15 @@ def _apply_profile(protocol: Protocol, name: str) -> Protocol:
         table = _Table({}, f"dataset {dataset.name!r} with profile {name!r}", protocol.path)
         _check_read_values({k: getattr(changed, k) for k in READ_KEYS}, table)
         datasets.append(changed)
-    return replace(protocol, datasets=tuple(datasets), profile=name)
+    params = profiles[name].get(PROFILE_PARAMS, {})
+    techniques = tuple(replace(t, params={**t.params, **{k: v for k, v in params.items() if k in t.params}})
+                       if t.params else t for t in protocol.techniques)
+    return replace(protocol, datasets=tuple(datasets), techniques=techniques, profile=name)
 
 
 # the file -----------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "description", "data_root", "seeds", "metrics", "anchor", "bd_interpolation",
+_TOP_KEYS = ("name", "description", "data_root", "seeds", "metrics", "anchor", "also_against", "bd_interpolation",
              "datasets", "techniques", "resources", "profiles")
 
 
@@ -393,6 +404,11 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     anchor = top.get("anchor", str, labels[0])
     if anchor not in labels:
         top.fail(f"anchor {anchor!r} is not a technique label; labels: {', '.join(labels)}")
+    also = top.get_list("also_against", str, ())
+    for label in also:
+        if label not in labels or label == anchor:
+            top.fail(f"also_against {label!r} is not a technique label other than the anchor; labels: "
+                     f"{', '.join(labels)}")
     bd = top.get("bd_interpolation", str, "pchip")
     if bd not in BD_METHODS:
         top.fail(f"bd_interpolation = {bd!r} is not one of {', '.join(BD_METHODS)}")
@@ -410,7 +426,7 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     base_dir = str(Path(file).resolve().parent) if Path(file).exists() else os.getcwd()
     protocol = Protocol(name=name, path=file, text=text, description=top.get("description", str, ""),
                         base_dir=base_dir, data_root=_expand(str(root)) if root else None, seeds=seeds,
-                        metrics=metrics, anchor=anchor, bd_interpolation=bd, datasets=datasets,
+                        metrics=metrics, anchor=anchor, also_against=tuple(also), bd_interpolation=bd, datasets=datasets,
                         techniques=techniques, resources=resources, profiles=profiles)
     if profile:
         protocol = _apply_profile(protocol, profile)

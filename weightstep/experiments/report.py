@@ -93,6 +93,11 @@ class RunData:
         return self.meta.get("anchor") or (self.techniques[0] if self.techniques else "")
 
     @property
+    def also_against(self) -> list[str]:
+        """Further BD references the protocol names (each gets its own table), those with results."""
+        return [t for t in self.meta.get("also_against") or [] if t in self.techniques and t != self.anchor]
+
+    @property
     def metrics(self) -> list[str]:
         return list(self.meta.get("metrics") or plots.METRIC_LABELS)
 
@@ -217,19 +222,21 @@ def not_run_reasons(data: RunData) -> dict[tuple[str, str, str], str]:
     return out
 
 
-def bd_tables(data: RunData, points: dict) -> dict[str, dict[str, dict[str, list[BdCell]]]]:
-    """{dataset: {technique: {metric: [BdCell per clip]}}} against the anchor."""
+def bd_tables(data: RunData, points: dict, reference: str | None = None) -> dict[str, dict[str, dict[str, list[BdCell]]]]:
+    """{dataset: {technique: {metric: [BdCell per clip]}}} against ``reference`` (default: the anchor)."""
+    reference = reference or data.anchor
+    name = f"the anchor {reference!r}" if reference == data.anchor else repr(reference)
     why = not_run_reasons(data)
     out: dict[str, dict[str, dict[str, list[BdCell]]]] = {}
     for dataset in data.datasets:
         per_technique: dict[str, dict[str, list[BdCell]]] = {}
         for technique in data.techniques:
-            if technique == data.anchor:
+            if technique == reference:
                 continue
             per_technique[technique] = {
-                metric: [bd_cell(points.get((dataset, clip), {}).get(data.anchor),
+                metric: [bd_cell(points.get((dataset, clip), {}).get(reference),
                                  points.get((dataset, clip), {}).get(technique), metric, data.method,
-                                 f"the anchor {data.anchor!r}", why.get((dataset, clip, technique)))
+                                 name, why.get((dataset, clip, technique)))
                          for clip in data.clips.get(dataset, [])]
                 for metric in data.metrics}
         out[dataset] = per_technique
@@ -440,7 +447,8 @@ class _Builder:
             "frames (RGB, and YUV 4:2:0 weighted (6Y+U+V)/8); MS-SSIM on RGB, mean over frames.",
             "A rate point run with several seeds is shown as the mean over its seeds.",
             f"BD-rate: {self.data.method.upper()} interpolation of log-rate over the overlapping quality range, "
-            f"against the anchor {self.data.anchor!r}; computed per clip (each curve needs at least 4 points) "
+            f"against the anchor {self.data.anchor!r}"
+            + "".join(f" and against {t!r}" for t in self.data.also_against) + "; computed per clip (each curve needs at least 4 points) "
             "and averaged over the clips where it exists (the count is given). Negative: fewer bits than the "
             "anchor for the same quality.",
             "Averaged RD curves: the mean over a dataset's clips of each rate point's bpp and quality, drawn "
@@ -464,16 +472,20 @@ class _Builder:
         self.doc.bullets([f"note: {n}" for n in notes])
 
     def bd_rates(self) -> None:
+        for reference in [self.data.anchor, *self.data.also_against]:
+            self.bd_rates_against(reference)
+
+    def bd_rates_against(self, reference: str) -> None:
         doc, data = self.doc, self.data
-        doc.heading(2, f"BD-rate against {data.anchor}")
-        tables = bd_tables(data, self.points)
+        doc.heading(2, f"BD-rate against {reference}")
+        tables = bd_tables(data, self.points, reference)
         names = [_METRIC_NAMES.get(m, m) for m in data.metrics]
         for dataset in data.datasets:
             per_technique = tables.get(dataset, {})
             clips = data.clips.get(dataset, [])
             doc.heading(3, f"{dataset} (mean over {len(clips)} clip{'s' if len(clips) != 1 else ''})")
             if not per_technique:
-                doc.para("No technique besides the anchor.")
+                doc.para(f"No technique besides {reference}.")
                 continue
             doc.table(["technique", *[f"BD-rate ({n})" for n in names]],
                       [[t, *[mean_cell(per_technique[t][m]).text() for m in data.metrics]] for t in per_technique])
