@@ -17,6 +17,7 @@ description = "a test protocol"
 seeds = [0, 1]
 metrics = ["psnr_rgb", "ms_ssim"]
 anchor = "H.264"
+also_against = ["MLP width=16 gop=2"]
 bd_interpolation = "akima"
 
 [resources]
@@ -64,7 +65,7 @@ def parse(text: str, **kwargs):
 def test_good_file_parses_as_written():
     p = parse(GOOD)
     assert p.name == "good" and p.seeds == (0, 1) and p.metrics == ("psnr_rgb", "ms_ssim")
-    assert p.anchor == "H.264" and p.bd_interpolation == "akima"
+    assert p.anchor == "H.264" and p.bd_interpolation == "akima" and p.also_against == ("MLP width=16 gop=2",)
     assert p.resources.cpus_per_job == 2.0 and p.resources.gpus_per_job == 0.5
     synth, uvg = p.datasets
     assert synth.videos == ("synthetic:testsrc2", "clip.y4m") and synth.frames == (3, 5) and synth.start == (0,)
@@ -158,6 +159,8 @@ MINIMAL_TECHNIQUE = '[[techniques]]\nlabel = "a"\ncodec = "x264"\n'
     ("seeds = [1, 1]\n" + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["seeds must be distinct"]),
     ('metrics = ["vmaf"]\n' + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["metric 'vmaf'"]),
     ('anchor = "b"\n' + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["anchor 'b' is not a technique label"]),
+    ('also_against = ["b"]\n' + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["also_against 'b'"]),
+    ('also_against = ["a"]\n' + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["other than the anchor"]),
     ('bd_interpolation = "cubic"\n' + MINIMAL_DATASET + MINIMAL_TECHNIQUE, ["bd_interpolation"]),
     (MINIMAL_TECHNIQUE, ["at least one [[datasets]]"]),
     (MINIMAL_DATASET, ["at least one [[techniques]]"]),

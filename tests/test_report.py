@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory):
                                  params=config, config=config, seed=seed, dataset=dataset, video=f"data:{clip}",
                                  video_label=clip, spec="/nowhere", options={"frames": frames}, suffix=".bin"),
                              frames, offset))
-    meta = {"name": "fake", "description": "a fake run", "anchor": "H.264",
+    meta = {"name": "fake", "description": "a fake run", "anchor": "H.264", "also_against": ["H.265"],
             "metrics": ["psnr_rgb", "psnr_yuv", "ms_ssim"], "bd_interpolation": "pchip", "seeds": [0],
             "techniques": [{"label": t[0], "codec": t[1], "params": t[2], "rate_points": t[3], "description": ""}
                            for t in TECHNIQUES],
@@ -111,6 +111,11 @@ def test_report_has_every_file_and_section(report_dir):
     row = next(line for line in summary.splitlines() if line.startswith("| H.265 |"))
     value = float(re.search(r"\| ([+-][0-9.]+) % \(4/4 clips\)", row).group(1))
     assert value < -5
+    # also_against: a second table against H.265, where H.264 (1 dB worse everywhere) needs more bits
+    against_265 = summary[summary.index("## BD-rate against H.265"):summary.index("## Rate-distortion curves")]
+    row = next(line for line in against_265.splitlines() if line.startswith("| H.264 |"))
+    assert float(re.search(r"\| ([+-][0-9.]+) % \(4/4 clips\)", row).group(1)) > 5
+    assert "and against 'H.265'" in summary
     nerv = next(line for line in summary.splitlines() if line.startswith("| NeRV |"))
     assert "n/a: BD: test curve has 2 points; at least 4 are needed" in nerv
     broken = next(line for line in summary.splitlines() if line.startswith("| Broken |"))

@@ -4,10 +4,12 @@ Used by the weight-step codec for frame 0 (and for every GOP restart) and, on it
 image mode (``--frames 1``). Everything minimises one objective, ``D + lam * bpp`` (D the MSE
 on [0, 1] RGB, bpp the coded bits of the whole anchor over the frame's pixels):
 
-1. fit: the network's weights and, for latent-grid networks, the latents with additive
-   uniform noise standing in for rounding and their bits under the context model in the loss;
-2. latents only: a straight-through rounding phase at a tenth of the learning rate
-   (recovers what the noise proxy misses);
+1. fit: the network's weights and, for latent-grid networks, the latents with annealed soft
+   rounding plus uniform noise standing in for rounding (:mod:`weightstep.inr.softround`; fits
+   shorter than ``SOFT_MIN_STEPS`` use plain additive noise) and their bits under the context
+   model in the loss;
+2. a straight-through rounding phase at a tenth of the learning rate (recovers what the
+   proxy misses), kept only if it lowers D + lam * R with rounded latents;
 3. quantisation steps: one shared relative step, then each tensor's own
    (:func:`weightstep.coding.stepsearch.search_steps`), by D + lam x the real coded bits
    (latent bits under the quantised context model included);
@@ -41,7 +43,12 @@ from weightstep.coding.tensorpack import pack_network, unpack_network
 from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
 from weightstep.inr.render import mse, parameter_shapes, render
+from weightstep.inr.softround import latent_proxy, temperature
 
+# Soft rounding needs steps to anneal: measured on carphone (benchmarks/anchor_rd.py, README) it gave
+# +1.6 dB at equal rate over additive noise at 2000 steps, the same BD-rate at 800, and on the rd pins'
+# 44x36 clip at 150 steps 0.8 dB less; shorter fits keep the noise proxy.
+SOFT_MIN_STEPS = 800
 # Adam learning rates that worked for each network on carphone (benchmarks/anchor_rd.py).
 DEFAULT_LR = {"siren": 1e-3, "fourier": 1e-2, "dip": 5e-3, "grid": 3e-2}
 
@@ -58,6 +65,7 @@ class AnchorSettings:
     seed: int = 0  # torch seed of the straight-through phases (the codec's seed, whatever the network)
     loss: str = "mse"  # reconstruction loss of the straight-through phases (the codec's)
     step_sweeps: int = 2  # per-tensor step refinement sweeps (0 = one shared step, as before)
+    latent_mode: str = "soft"  # the main fit's latent proxy: soft (annealed; from SOFT_MIN_STEPS) or noise
 
 
 def _ste(value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -73,8 +81,9 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
            weight_steps: dict[str, torch.Tensor] | None = None, label: str) -> Any:
     """One run of the fitting loop on D + lam_bit * latent bits.
 
-    ``latent_mode``: 'noise' (additive U(-0.5, 0.5)) or 'round' (straight-through) for the
-    latents, if any. ``weight_steps``: absolute steps to fake-quantise the named weights with
+    ``latent_mode`` for the latents, if any: 'soft' (annealed soft rounding plus uniform noise,
+    :func:`~weightstep.inr.softround.latent_proxy`; the temperature follows the step count),
+    'noise' (additive U(-0.5, 0.5)) or 'round' (straight-through). ``weight_steps``: absolute steps to fake-quantise the named weights with
     (straight-through); those tensors are trained, and only those plus the latents.
     """
     params = dict(net.named_parameters())
@@ -82,18 +91,23 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
     pixels = target.shape[-1] * target.shape[-2]
     trained = [p for name, p in params.items() if weight_steps is None or name in weight_steps or name in latents]
 
-    def closure(_: int) -> StepOutput:
+    def closure(index: int) -> StepOutput:
         p = dict(params)
         if weight_steps:
             p.update({name: _ste(p[name], step) for name, step in weight_steps.items()})
         extras = {}
         bits = None
         if latents:
+            rate_view = dict(p)
+            temp = temperature(index, config.steps)
             for name in latents:
                 value = p[name]
-                p[name] = (value + (torch.rand_like(value) - 0.5) if latent_mode == "noise"
-                           else _ste(value, 1.0) if latent_mode == "round" else value)
-            bits = net.latent_bits(p)
+                if latent_mode == "soft":
+                    p[name], rate_view[name] = latent_proxy(value, temp)
+                    continue
+                p[name] = rate_view[name] = (value + (torch.rand_like(value) - 0.5) if latent_mode == "noise"
+                                             else _ste(value, 1.0) if latent_mode == "round" else value)
+            bits = net.latent_bits(rate_view)
             extras["bpp"] = bits.detach() / pixels
         pred = functional_call(net, p, ())
         loss = reconstruction_loss(pred, target, config.loss, config.ssim_alpha)
@@ -120,13 +134,32 @@ def _cost(net: nn.Module, weights: dict[str, torch.Tensor], target_cpu: torch.Te
 
 
 def fit_only(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, label: str) -> float | None:
-    """The fit phase of :func:`fit_and_code` alone (latents with noise and their bits in the loss);
+    """The fit phase of :func:`fit_and_code` alone (the same latent proxy, their bits in the loss);
     returns the fit's last PSNR. For schedules that train the anchor further before coding it."""
     if settings.fit is None:
         return None
     pixels = target.shape[-1] * target.shape[-2]
-    report = _train(net, target, settings.fit, settings.lam / pixels, latent_mode="noise", label=label)
+    mode = settings.latent_mode if settings.fit.steps >= SOFT_MIN_STEPS else "noise"
+    report = _train(net, target, settings.fit, settings.lam / pixels, latent_mode=mode, label=label)
     return report.last_psnr
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in net.named_parameters()}
+
+
+def _restore(net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(saved[name])
+
+
+def _rounded_cost(net: nn.Module, target_cpu: torch.Tensor, lam_bit: float) -> float:
+    """D + lam_bit * latent bits with the latents rounded and the weights as they are (unquantised)."""
+    latents = latent_names(net)
+    weights = {name: torch.round(p.detach()).cpu() if name in latents else p.detach().cpu()
+               for name, p in net.named_parameters()}
+    return _cost(net, weights, target_cpu, lam_bit, 0)[0]
 
 
 def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, label: str) -> CodedNetwork:
@@ -137,14 +170,20 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
     latents = latent_names(net)
     facts: dict[str, Any] = {}
     if settings.fit is not None:
-        report = _train(net, target, settings.fit, lam_bit, latent_mode="noise", label=label)
+        mode = settings.latent_mode if settings.fit.steps >= SOFT_MIN_STEPS else "noise"
+        report = _train(net, target, settings.fit, lam_bit, latent_mode=mode, label=label)
+        facts["latent_proxy"] = mode
         facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
                       "fit_stopped_by": report.stopped_by})
     qat = FitConfig(steps=max(1, settings.qat_steps), lr=settings.qat_lr, warmup_fraction=0.0,
                     seed=settings.seed, loss=settings.loss)
     if latents and settings.qat_steps > 0:
+        before, saved = _rounded_cost(net, target_cpu, lam_bit), _snapshot(net)
         report = _train(net, target, qat, lam_bit, latent_mode="round", label=f"{label}: rounded latents")
         facts["round_seconds"] = report.seconds
+        facts["round_kept"] = _rounded_cost(net, target_cpu, lam_bit) < before
+        if not facts["round_kept"]:  # the rounding phase did not pay (it may not, after soft rounding)
+            _restore(net, saved)
     params = dict(net.named_parameters())
     rounded = {name: torch.round(params[name].detach()).cpu() for name in latents}
     floats = {name: p.detach().cpu() for name, p in params.items() if name not in latents}
@@ -157,7 +196,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
                                     sweeps=settings.step_sweeps)
     cost = steps.cost
     if settings.qat_steps > 0:
-        saved = {name: p.detach().clone() for name, p in params.items()}
+        saved = _snapshot(net)
         weight_steps = {name: _step_tensor(q, params[name]) for name, q in quantised.items()}
         report = _train(net, target, qat, lam_bit, latent_mode="round", weight_steps=weight_steps,
                         label=f"{label}: quantisation-aware fine-tune")
@@ -170,9 +209,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
         if tuned_cost < cost:
             quantised, rounded, cost = tuned, tuned_latents, tuned_cost
         else:  # the fine-tune did not pay: back to the searched weights
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(saved[name])
+            _restore(net, saved)
         facts["qat_kept"] = tuned_cost < steps.cost
     weights = _weights(net, quantised, rounded)
     blob = pack_network([quantised[name] for name in quantised])

@@ -41,6 +41,10 @@ SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
 FORMAT = 1  # layout of this codec's sections; bump when it changes
 
 
+# Frames up to this many pixels (320x180) get the full default anchor steps; larger frames get
+# proportionally fewer (each step costs time in proportion to the pixels), never below 1/8, so
+# the default encode time grows far slower than the frame (measured: benchmarks/anchor_time.py).
+FULL_STEPS_PIXELS = 320 * 180
 
 @dataclass(frozen=True)
 class WeightStepConfig:
@@ -66,7 +70,9 @@ class WeightStepConfig:
     grid_context_hidden: int = param(8, "hidden width of the grid latents' context model (sent too)",
                                      low=1, high=64)
     anchor_steps: int | None = param(None, "optimiser steps fitting the anchor frame (none = the network's "
-                                     "default: grid 2000, others 800)", low=1, high=10**7)
+                                     "default, grid 2000, others 800, scaled down for frames above 320x180 "
+                                     "pixels in proportion to their area, to 1/8 at most: a 1080p grid anchor "
+                                     "gets 250)", low=1, high=10**7)
     anchor_lr: float | None = param(None, "anchor Adam learning rate (none = the network kind's default)",
                                     low=0.0, high=1.0)
     loss: str = param("mse", "fitting loss: mse (what PSNR measures) or l1ssim (NeRV's mix)",
@@ -138,8 +144,14 @@ class WeightStepConfig:
                            grid_levels=self.grid_levels, grid_hidden=self.grid_hidden,
                            grid_context_hidden=self.grid_context_hidden, seed=self.seed)
 
-    def steps(self) -> int:
-        return self.anchor_steps or (2000 if self.inr == "grid" else 800)
+    def steps(self, pixels: int | None = None) -> int:
+        """Anchor fit steps: ``anchor_steps``, else the kind's default scaled to a frame of ``pixels``."""
+        if self.anchor_steps:
+            return self.anchor_steps
+        base = 2000 if self.inr == "grid" else 800
+        if pixels is None or pixels <= FULL_STEPS_PIXELS:
+            return base
+        return max(base // 8, round(base * FULL_STEPS_PIXELS / pixels))
 
     def lr(self) -> float:
         return self.anchor_lr or DEFAULT_LR[self.inr]
@@ -167,10 +179,11 @@ class WeightStepConfig:
                             warp_lr=self.warp_lr, refresh="auto" if self.gop == "auto" else "fixed",
                             pixel_share=self.step_pixels)
 
-    def anchor_settings(self, fit_first: bool) -> AnchorSettings:
-        fit_config = FitConfig(steps=self.steps(), lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
+    def anchor_settings(self, fit_first: bool, pixels: int | None = None) -> AnchorSettings:
+        steps = self.steps(pixels)
+        fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
                                seed=self.seed)
-        qat = self.qat_steps if self.qat_steps is not None else self.steps() // 5
+        qat = self.qat_steps if self.qat_steps is not None else steps // 5
         return AnchorSettings(fit=fit_config if fit_first else None, lam=self.lam, per_channel=self.per_channel,
                               qat_steps=qat, qat_lr=0.1 * self.lr(), seed=self.seed, loss=self.loss,
                               step_sweeps=self.step_sweeps)
@@ -202,11 +215,13 @@ class WeightStepCodec(Codec):
 
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
         cfg = self.config
-        return fit_and_code(net, target, cfg.anchor_settings(fit_first), label=f"anchor {cfg.inr}")
+        pixels = target.shape[-1] * target.shape[-2]
+        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels), label=f"anchor {cfg.inr}")
 
     def _fit_anchor(self, net, target: torch.Tensor) -> float | None:
         cfg = self.config
-        return fit_only(net, target, cfg.anchor_settings(True), label=f"anchor {cfg.inr} (warm start)")
+        pixels = target.shape[-1] * target.shape[-2]
+        return fit_only(net, target, cfg.anchor_settings(True, pixels), label=f"anchor {cfg.inr} (warm start)")
 
     def gops(self, frames: int) -> list[tuple[int, int]]:
         """(start, count) of each group of pictures: one anchor and its weight steps.

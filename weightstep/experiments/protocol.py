@@ -309,7 +309,8 @@ def _apply_profile(protocol: Protocol, name: str) -> Protocol:
 
 # the file -----------------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "description", "data_root", "seeds", "seed_points", "metrics", "anchor", "bd_interpolation",
+_TOP_KEYS = ("name", "description", "data_root", "seeds", "seed_points", "metrics", "anchor", "also_against",
+             "bd_interpolation",
              "datasets", "techniques", "resources", "profiles")
 
 
@@ -357,6 +358,11 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
         if metric not in QUALITY_METRICS:
             top.fail(f"metric {metric!r} is not one of {', '.join(QUALITY_METRICS)}")
     anchor = top.get("anchor", str, labels[0])
+    also = top.get_list("also_against", str, ())
+    for label in also:
+        if label not in labels or label == anchor:
+            top.fail(f"also_against {label!r} is not a technique label other than the anchor; labels: "
+                     f"{', '.join(labels)}")
     if anchor not in labels:
         top.fail(f"anchor {anchor!r} is not a technique label; labels: {', '.join(labels)}")
     bd = top.get("bd_interpolation", str, "pchip")
@@ -376,7 +382,7 @@ def parse_protocol(text: str, path: str = "<protocol>", *, profile: str | None =
     protocol = Protocol(name=name, path=file, text=text, description=top.get("description", str, ""),
                         base_dir=base_dir, data_root=_expand(str(root)) if root else None, seeds=seeds,
                         seed_points=seed_points,
-                        metrics=metrics, anchor=anchor, bd_interpolation=bd, datasets=datasets,
+                        metrics=metrics, anchor=anchor, also_against=tuple(also), bd_interpolation=bd, datasets=datasets,
                         techniques=techniques, resources=resources, profiles=profiles)
     if profile:
         protocol = _apply_profile(protocol, profile)

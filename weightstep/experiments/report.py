@@ -152,7 +152,8 @@ class _Builder:
             "maximum over them (tables: mean (min-max); RD plots: min-max bars). Averaged curves carry the mean over "
             "clips of each clip's distance from its mean to its min and max.",
             f"BD-rate: {self.data.method.upper()} interpolation of log-rate over the overlapping quality range, "
-            f"against the anchor {self.data.anchor!r}; computed per clip (each curve needs at least 4 points) "
+            f"against the anchor {self.data.anchor!r}"
+            + "".join(f" and against {t!r}" for t in self.data.also_against) + "; computed per clip (each curve needs at least 4 points) "
             "and averaged over the clips where it exists (the count is given). Negative: fewer bits than the "
             "anchor for the same quality.",
             "Averaged RD curves: the mean over a dataset's clips of each rate point's bpp and quality, drawn "
@@ -182,19 +183,23 @@ class _Builder:
                              len(t.get("rate_points") or []), t.get("description") or ""] for t in techniques])
 
     def bd_rates(self) -> None:
+        for reference in [self.data.anchor, *self.data.also_against]:
+            self.bd_rates_against(reference)
+
+    def bd_rates_against(self, reference: str) -> None:
         doc, data = self.doc, self.data
-        doc.heading(2, f"BD-rate against {data.anchor}")
-        if any(r["seed"] not in (None, min(data.run.get("seeds") or [0])) for r in data.done()):
+        doc.heading(2, f"BD-rate against {reference}")
+        if reference == data.anchor and any(r["seed"] not in (None, min(data.run.get("seeds") or [0])) for r in data.done()):
             doc.para("Curves of INR techniques are means over seeds; whether a gap between two techniques is "
                      "larger than the seeds' own spread is under Seeds and spread.")
-        tables = bd_tables(data, self.points)
+        tables = bd_tables(data, self.points, reference)
         names = [_METRIC_NAMES.get(m, m) for m in data.metrics]
         for dataset in data.datasets:
             per_technique = tables.get(dataset, {})
             clips = data.clips.get(dataset, [])
             doc.heading(3, f"{dataset} (mean over {len(clips)} clip{'s' if len(clips) != 1 else ''})")
             if not per_technique:
-                doc.para("No technique besides the anchor.")
+                doc.para(f"No technique besides {reference}.")
                 continue
             doc.table(["technique", *[f"BD-rate ({n})" for n in names]],
                       [[t, *[mean_cell(per_technique[t][m]).text() for m in data.metrics]] for t in per_technique])

@@ -75,6 +75,11 @@ class RunData:
         return self.meta.get("anchor") or (self.techniques[0] if self.techniques else "")
 
     @property
+    def also_against(self) -> list[str]:
+        """Further BD references the protocol names (each gets its own table), those with results."""
+        return [t for t in self.meta.get("also_against") or [] if t in self.techniques and t != self.anchor]
+
+    @property
     def metrics(self) -> list[str]:
         return list(self.meta.get("metrics") or plots.METRIC_LABELS)
 
@@ -208,19 +213,21 @@ def not_run_reasons(data: RunData) -> dict[tuple[str, str, str], str]:
     return out
 
 
-def bd_tables(data: RunData, points: dict) -> dict[str, dict[str, dict[str, list[BdCell]]]]:
-    """{dataset: {technique: {metric: [BdCell per clip]}}} against the anchor."""
+def bd_tables(data: RunData, points: dict, reference: str | None = None) -> dict[str, dict[str, dict[str, list[BdCell]]]]:
+    """{dataset: {technique: {metric: [BdCell per clip]}}} against ``reference`` (default: the anchor)."""
+    reference = reference or data.anchor
+    name = f"the anchor {reference!r}" if reference == data.anchor else repr(reference)
     why = not_run_reasons(data)
     out: dict[str, dict[str, dict[str, list[BdCell]]]] = {}
     for dataset in data.datasets:
         per_technique: dict[str, dict[str, list[BdCell]]] = {}
         for technique in data.techniques:
-            if technique == data.anchor:
+            if technique == reference:
                 continue
             per_technique[technique] = {
-                metric: [bd_cell(points.get((dataset, clip), {}).get(data.anchor),
+                metric: [bd_cell(points.get((dataset, clip), {}).get(reference),
                                  points.get((dataset, clip), {}).get(technique), metric, data.method,
-                                 f"the anchor {data.anchor!r}", why.get((dataset, clip, technique)))
+                                 name, why.get((dataset, clip, technique)))
                          for clip in data.clips.get(dataset, [])]
                 for metric in data.metrics}
         out[dataset] = per_technique

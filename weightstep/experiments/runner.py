@@ -121,7 +121,8 @@ def protocol_meta(plan: Plan) -> dict[str, Any]:
     """What reports need to know about the protocol, stored with the run."""
     p = plan.protocol
     return {
-        "name": p.name, "description": p.description, "anchor": p.anchor, "metrics": list(p.metrics),
+        "name": p.name, "description": p.description, "anchor": p.anchor, "also_against": list(p.also_against),
+        "metrics": list(p.metrics),
         "bd_interpolation": p.bd_interpolation, "seeds": list(p.seeds), "profile": p.profile,
         "seed_points": list(p.seed_points) if p.seed_points is not None else None,
         "techniques": [{"label": t.label, "codec": t.codec, "params": dict(t.params or {}),

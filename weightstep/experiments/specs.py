@@ -107,6 +107,8 @@ class Protocol:
                                                 "a noisy fit costs a run per seed); none: every point")
     metrics: tuple[str, ...] = param(QUALITY_METRICS, "quality measures of the RD curves and BD tables")
     anchor: str = param("", "technique every BD-rate is measured against")
+    also_against: tuple[str, ...] = param((), "further references: the report adds a BD-rate table against "
+                                          "each (e.g. x264 / x265 intra beside an INR anchor)")
     bd_interpolation: str = param("pchip", "BD interpolation", choices=BD_METHODS)
     datasets: tuple[DatasetSpec, ...] = param((), "the clips")
     techniques: tuple[TechniqueSpec, ...] = param((), "the techniques")
