@@ -57,6 +57,7 @@ from weightstep.stepping.kindcode import (
     exponent_near,
     quantise_to,
     read_exponent,
+    register_base,
     tensor_shapes,
     value_bits,
     zigzag,
@@ -112,18 +113,9 @@ class FilmUpdate(nn.Module):
     def __init__(self, base: Mapping[str, torch.Tensor], *, lr: float, seed: int,
                  frozen: frozenset[str] = frozenset()):
         super().__init__()
-        if not base:
-            raise ValueError("FilmUpdate needs at least one base tensor")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+        self.names: tuple[str, ...] = register_base(self, base, lr, "FilmUpdate")
         self.lr, self.seed = float(lr), int(seed)  # nothing is random: the seed is kept for the record
         self.frozen = frozenset(frozen)
-        self.names: tuple[str, ...] = tuple(base)
-        for i, (name, tensor) in enumerate(base.items()):
-            tensor = tensor.detach().to(torch.float32).clone()
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"base tensor {name!r} has non-finite entries")
-            self.register_buffer(f"base_{i}", tensor)
         self.layers = film_layers([(n, tuple(t.shape)) for n, t in base.items()], self.frozen)
         scales, shifts, units = [], [], []
         for layer in self.layers:

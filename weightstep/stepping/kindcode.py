@@ -31,6 +31,21 @@ _MAX_NDIM = 8
 NONZERO_BITS = math.log2(2 * math.e)  # a Laplace-coded value |x| >> step costs about log2(|x| / step) + log2(2e)
 
 
+def register_base(module: torch.nn.Module, base: Mapping[str, torch.Tensor], lr: float, what: str) -> tuple[str, ...]:
+    """Check ``lr`` and ``base`` and keep the previous weights as frozen float32 buffers ``base_i``
+    of ``module`` (network order); returns the names."""
+    if not base:
+        raise ValueError(f"{what} needs at least one base tensor")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+    for i, (name, tensor) in enumerate(base.items()):
+        tensor = tensor.detach().to(torch.float32).clone()
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"base tensor {name!r} has non-finite entries")
+        module.register_buffer(f"base_{i}", tensor)
+    return tuple(base)
+
+
 def value_bits(ratio: torch.Tensor) -> torch.Tensor:
     """Differentiable bits of values of magnitude ``ratio`` = |x| / step (element-wise, ratio >= 0).
 

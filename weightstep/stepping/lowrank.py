@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from weightstep.stepping.kindcode import value_bits
+from weightstep.stepping.kindcode import register_base, value_bits
 from weightstep.stepping.lowrank_code import (
     MAX_RANK,
     TensorPlan,
@@ -59,19 +59,10 @@ class LowRankUpdate(nn.Module):
     def __init__(self, base: Mapping[str, torch.Tensor], *, lr: float, seed: int,
                  frozen: frozenset[str] = frozenset(), max_rank: int = 4):
         super().__init__()
-        if not base:
-            raise ValueError("LowRankUpdate needs at least one base tensor")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+        self.names: tuple[str, ...] = register_base(self, base, lr, "LowRankUpdate")
         self.max_rank = _check_max_rank(max_rank)
         self.lr = float(lr)
         self.frozen = frozenset(frozen)
-        self.names: tuple[str, ...] = tuple(base)
-        for i, (name, tensor) in enumerate(base.items()):
-            tensor = tensor.detach().to(torch.float32).clone()
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"base tensor {name!r} has non-finite entries")
-            self.register_buffer(f"base_{i}", tensor)
         self.plans = plan_tensors([(n, tuple(t.shape)) for n, t in base.items()], self.frozen)
         generator = torch.Generator().manual_seed(int(seed))
         factors_u, factors_v, dense, units = [], [], [], []
