@@ -29,10 +29,16 @@ from weightstep.inr import FitConfig, StepOutput, fit
 from weightstep.inr.losses import psnr_from_mse
 from weightstep.inr.render import mse, render
 from weightstep.progress import make_progress
-from weightstep.stepping.code import choose_step, encode_update
 from weightstep.stepping.dct import to_coefficients
-from weightstep.stepping.step import FrameStep, StepMemory, code_frame_step, initial_state, split_kind
-from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta, forward_with
+from weightstep.stepping.step import (
+    FrameStep,
+    StepMemory,
+    code_frame_step,
+    code_update,
+    initial_state,
+    split_kind,
+)
+from weightstep.stepping.update import UpdateSpec, WeightUpdate, forward_with
 
 # (network, target frame (1,3,H,W), fit first?) -> the coded anchor
 AnchorCoder = Callable[[nn.Module, torch.Tensor, bool], CodedNetwork]
@@ -152,17 +158,11 @@ def _code_step(net: nn.Module, values: dict[str, torch.Tensor], base: dict[str, 
     """Quantise and code ``values`` as the update from ``base``; returns the frame, new weights, maps."""
     target_cpu = target.detach().cpu()
     pixels = target.shape[-1] * target.shape[-2]
-
-    def distortion(delta: dict[str, torch.Tensor]) -> float:
-        return mse(render(net, apply_delta(base, delta)).cpu(), target_cpu)
-
-    quantised, search = choose_step(values, kind, distortion, settings.lam / pixels,
-                                    previous_maps=previous_maps)
-    data, maps, stats = encode_update(quantised, previous_maps)
-    weights = apply_delta(base, quantised.delta())
+    data, weights, maps, _, facts = code_update(values, kind, base,
+                                                lambda w: mse(render(net, w).cpu(), target_cpu),
+                                                settings.lam / pixels, previous_maps)
     frame = render(net, weights)
-    facts = {**stats.to_dict(), "psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)),
-             "rel_step": search.chosen.rel_step}
+    facts["psnr"] = psnr_from_mse(mse(frame.cpu(), target_cpu))
     return CodedFrame("step", data, frame, facts), weights, maps
 
 

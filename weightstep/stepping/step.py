@@ -19,6 +19,7 @@ a warp the section is U alone (the proposal's layout, unchanged).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from torch import nn
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
 from weightstep.inr.spec import WarpTarget
-from weightstep.stepping.code import choose_step, decode_update, encode_update
+from weightstep.stepping.code import UpdateStats, choose_step, decode_update, encode_update
 from weightstep.stepping.film import FilmUpdate, code_film, decode_film
 from weightstep.stepping.lowrank import LowRankUpdate, code_lowrank, decode_lowrank
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta
@@ -43,7 +44,7 @@ from weightstep.stepping.warp import (
 )
 
 __all__ = ["STEP_KINDS", "GATE_BITS", "split_kind", "StepMemory", "FrameStep", "code_frame_step", "decode_frame_step",
-           "initial_state", "frozen_names"]
+           "initial_state", "frozen_names", "code_update"]
 
 UPDATE_PARTS = ("l0", "dct", "dense")  # the proposal's updates (WeightUpdate)
 MODEL_PARTS = ("lowrank", "film")  # updates with few parameters, each its own module and coder
@@ -106,8 +107,7 @@ class FrameStep(nn.Module):
         self.warp = WarpField(self.warp_grid, memory.warp, device=device) if self.has_warp else None
         self.update = None
         if self.part is not None:
-            spec = UpdateSpec(kind=self.part, log_alpha_init=spec.log_alpha_init, gate_lr=spec.gate_lr,
-                              update_lr=spec.update_lr, lam=spec.lam, gate_bits=memory.gate_bits, seed=spec.seed)
+            spec = dataclasses.replace(spec, kind=self.part, gate_bits=memory.gate_bits)
             base = {n: state[n] for n in self.param_names}
             frozen = frozen_names(net)
             if self.part == "lowrank":
@@ -116,7 +116,8 @@ class FrameStep(nn.Module):
                 self.update = FilmUpdate(base, lr=spec.update_lr, seed=spec.seed, frozen=frozen).to(device)
             else:
                 self.update = WeightUpdate(base, spec).to(device)
-            if memory.logits and isinstance(self.update, WeightUpdate):  # gates that paid last frame start open; none starts below the first frame's
+            if memory.logits and isinstance(self.update, WeightUpdate):
+                # gates that paid last frame start open; none starts below the first frame's logit
                 self.update.warm_start(memory.logits, low=spec.log_alpha_init)
 
     def moved(self) -> dict[str, torch.Tensor]:
@@ -148,6 +149,20 @@ class FrameStep(nn.Module):
         return self.update.open_count() if self.update is not None else 0
 
 
+def code_update(values: Mapping[str, torch.Tensor], part: str, base: Mapping[str, torch.Tensor],
+                distortion: Callable[[dict[str, torch.Tensor]], float], lam_per_bit: float,
+                previous_maps: dict[str, np.ndarray] | None
+                ) -> tuple[bytes, dict[str, torch.Tensor], dict[str, np.ndarray], UpdateStats, dict]:
+    """Quantise and code the proposal's update (l0, dct, dense) of ``base``, its step chosen by
+    ``distortion(new weights) + lam_per_bit * real bits``. Returns (frame, the decoder's new
+    weights, change maps, sizes, facts)."""
+    quantised, search = choose_step(values, part, lambda delta: distortion(apply_delta(base, delta)), lam_per_bit,
+                                    previous_maps=previous_maps)
+    data, maps, stats = encode_update(quantised, previous_maps)
+    facts = {**stats.to_dict(), "rel_step": search.chosen.rel_step}
+    return data, apply_delta(base, quantised.delta()), maps, stats, facts
+
+
 def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Tensor]], float], lam_per_bit: float,
                     memory: StepMemory) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict]:
     """Quantise and code a fitted step: the warp's step by D + lambda R (with the fitted update on
@@ -160,50 +175,52 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
         fitted = step.update.delta(False) if step.update is not None else {}
         fitted = {k: v.detach() for k, v in fitted.items()}
 
+        moved_by: dict[bytes, dict[str, torch.Tensor]] = {}  # each candidate's warped state, computed once
+
+        def warped(values: np.ndarray) -> dict[str, torch.Tensor]:
+            key = np.asarray(values, np.float64).tobytes()
+            if key not in moved_by:
+                moved_by[key] = {**state, **_to(exact_warp(state, step.targets, values, step.width, step.height,
+                                                           step.warp_grid), state)}
+            return moved_by[key]
+
         def warp_distortion(values: np.ndarray) -> float:
-            moved = {**state, **_to(exact_warp(state, step.targets, values, step.width, step.height,
-                                               step.warp_grid), state)}
+            moved = warped(values)
             return distortion({**moved, **{n: moved[n] + fitted[n] for n in fitted}})
 
         blob, values, facts = code_warp(step.warp.values.detach(), warp_distortion, lam_per_bit)
-        state = {**state, **_to(exact_warp(state, step.targets, values, step.width, step.height, step.warp_grid),
-                                state)}
+        state = warped(values)
         memory_warp = values
     else:
         memory_warp = None
     maps, logits, gate_bits = memory.maps, memory.logits, memory.gate_bits
-    section = blob
+    data = b""
     if step.update is not None:
         base = {n: state[n] for n in step.param_names}
+        state_now = state
 
-        def update_distortion(delta: dict[str, torch.Tensor]) -> float:
-            return distortion({**state, **apply_delta(base, delta)})
+        def with_params(params: dict[str, torch.Tensor]) -> float:
+            return distortion({**state_now, **params})
 
         if step.part in MODEL_PARTS:
             coder = code_lowrank if step.part == "lowrank" else code_film
             # (a warp moves latents and inputs, never the layers film scales: its base stays the decoder's)
-            data, delta, extra = coder(step.update, update_distortion, lam_per_bit)
+            data, delta, extra = coder(step.update, lambda d: with_params(apply_delta(base, d)), lam_per_bit)
             state = {**state, **apply_delta(base, delta)}
             facts.update({k: v for k, v in extra.items() if k != "candidates"})
         else:
-            quantised, search = choose_step(step.update.coded_values(), step.part, update_distortion, lam_per_bit,
-                                            previous_maps=memory.maps)
-            data, maps, stats = encode_update(quantised, memory.maps)
-            state = {**state, **apply_delta(base, quantised.delta())}
-            facts.update({**stats.to_dict(), "rel_step": search.chosen.rel_step})
+            data, params, maps, stats, extra = code_update(step.update.coded_values(), step.part, base,
+                                                           with_params, lam_per_bit, memory.maps)
+            state = {**state, **params}
+            facts.update(extra)
             if stats.changed:
                 gate_bits = float(np.clip((stats.map_bits + stats.value_bits) / stats.changed, 2.0, 64.0))
             logits = step.update.logits() if step.update.gated else None
-        if step.warp is not None:
-            head = bytearray()
-            put_varint(head, len(blob))
-            section = bytes(head) + blob + data
-        else:
-            section = data
-    elif step.warp is not None:
+    section = data
+    if step.warp is not None:
         head = bytearray()
         put_varint(head, len(blob))
-        section = bytes(head) + blob
+        section = bytes(head) + blob + data
     facts["bytes"] = len(section)
     new_memory = StepMemory(maps=maps, logits=logits, warp=memory_warp, gate_bits=gate_bits, facts=facts)
     return section, state, new_memory, facts
