@@ -36,6 +36,22 @@ def test_every_new_kind_round_trips_exactly(inr, update, clip, tmp_path):
     assert all(("warp_bytes" in step) == update.startswith("warp") for step in result.extra["steps"])
 
 
+@pytest.mark.parametrize("update", ["latent", "warp+latent"])
+def test_latent_residual_steps_round_trip_exactly_on_the_grid(update, clip, tmp_path):
+    codec = registry.create("weightstep", {"inr": "grid", "update": update, "warp_grid": "2", "lambda": "1e-4",
+                                           **FAST, **TINY["grid"]})
+    result = harness.run(codec, clip, tmp_path / "c.wsv")
+    data = (tmp_path / "c.wsv").read_bytes()
+    assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
+    assert [tag for tag, _ in Container.from_bytes(data).sections] == [ANCHOR, STEP, STEP]
+    assert all("threshold" in step for step in result.extra["steps"])
+
+
+def test_latent_steps_need_a_latent_grid_network():
+    with pytest.raises(ConfigError, match="latent grids"):
+        registry.create("weightstep", {"inr": "siren", "update": "warp+latent"})
+
+
 def test_single_stage_refuses_the_warp_kinds():
     with pytest.raises(ConfigError, match="single-stage"):
         registry.create("weightstep", {"update": "warp+l0", "schedule": "single-stage"})
@@ -156,3 +172,22 @@ def test_mlp_steps_on_pixel_subsets_round_trip_and_still_improve(clip, tmp_path)
     frozen = registry.create("weightstep", {**params, "lambda": "1e3"})
     still = harness.run(frozen, clip, tmp_path / "f.wsv")
     assert result.psnr_rgb > still.psnr_rgb  # the subset fits still learn the frames
+
+
+def test_the_batched_exact_warp_matches_one_map_at_a_time_bit_for_bit():
+    g = torch.Generator().manual_seed(3)
+    width, height, grid = 23, 17, 3
+    maps = {f"m{level}": torch.randn(1, 1, -(-height // 2**level), -(-width // 2**level), generator=g)
+            for level in range(4)}
+    targets = tuple(WarpTarget(name, "map", 2**level) for level, name in enumerate(maps))
+    values = (torch.randn(W.warp_count(grid), generator=g) * 2.0).float()
+    moved = W.warp_state(maps, targets, values, width, height, grid)
+    for level, (name, m) in enumerate(maps.items()):
+        h, w = m.shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        s = float(2**level)
+        px, py = (xs + 0.5) * s - 0.5, (ys + 0.5) * s - 0.5
+        dx, dy = W.displacement(values, px, py, width, height, grid)
+        one = W.sample_map(m, (px + dx + 0.5) / s - 0.5, (py + dy + 0.5) / s - 0.5)
+        assert torch.equal(moved[name], one)

@@ -107,6 +107,8 @@ class WeightStepConfig:
     update_lr: float | None = param(None, "Adam lr of the update values (none = a fifth of the network kind's "
                                     "fitting rate: 2e-4 for SIREN weights, 6e-3 for grid latents)", low=0.0)
     gate_lr: float = param(0.05, "Adam lr of the gate logits: at the update's lr gates learn nothing", low=0.0)
+    latent_lr: float = param(0.05, "Adam lr of a latent residual (update=latent, warp+latent): latents are "
+                             "integers, so a residual must move by whole units within one step's fit", low=0.0)
     log_alpha_init: float = param(0.0, "gate logit of the first step (later steps start from the previous "
                                   "step's logits): 0 starts gates open so the fit finds what pays (measured: "
                                   "-3 left the gates closed and the picture frozen)", low=-20.0, high=20.0)
@@ -130,6 +132,8 @@ class WeightStepConfig:
             raise ConfigError(f"gop={self.gop!r} must be a frame count (0 = one anchor) or auto")
         if self.schedule == "single-stage" and self.update not in ("l0", "dct", "dense"):  # joint fit: WeightUpdate
             raise ConfigError(f"single-stage fits the proposal's update kinds (l0, dct, dense), not {self.update}")
+        if self.update.endswith("latent") and self.inr != "grid":
+            raise ConfigError(f"update={self.update} steps the latent grids of inr=grid, not inr={self.inr}")
         if self.schedule == "single-stage" and self.gop == "auto":
             raise ConfigError("gop=auto decides frame by frame: it needs schedule=two-stage")
 
@@ -166,7 +170,7 @@ class WeightStepConfig:
         """The gates' penalty is lambda / pixels x the expected bits (open gates x GATE_BITS, which the
         two-stage schedule replaces with the coder's own bits per open gate after each frame)."""
         part = split_kind(self.update)[1] or "dense"
-        return UpdateSpec(kind=part, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr,
+        return UpdateSpec(kind=part, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr, latent_lr=self.latent_lr,
                           update_lr=self.step_lr(), lam=self.step_lam() / pixels, gate_bits=GATE_BITS, seed=self.seed)
 
     def step_settings(self, frames: int) -> StepSettings:
@@ -293,7 +297,8 @@ class WeightStepCodec(Codec):
                 state = initial_state(net, {k: v.to(self.device) for k, v in weights.items()}, cfg.update)
             else:
                 state, maps = decode_frame_step(section, cfg.update, state, shapes, targets, maps,
-                                                warp_grid=cfg.warp_grid, width=width, height=height, frozen=frozen)
+                                                warp_grid=cfg.warp_grid, width=width, height=height, frozen=frozen,
+                                                latents=latent_names(net))
             out.append(render(net, state).cpu())
         return Video(identity=f"decoded:{self.name}", fps=header["fps"],
                      rgb_frames=frames_to_numpy(torch.cat(out)))

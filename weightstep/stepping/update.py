@@ -52,6 +52,8 @@ class UpdateSpec:
                            "(measured: 0.05 opens a useful 0.3-3 % in 200 steps)", low=0.0)
     update_lr: float = param(2e-4, "Adam lr of the raw update values (weights are O(0.1), steps O(1e-3))",
                              low=0.0)
+    latent_lr: float = param(0.05, "Adam lr of a latent residual (the latent kind): latents are integers, "
+                             "so a residual must move by whole units within one step's fit", low=0.0)
     lam: float = param(1e-7, "weight of the penalty (expected bits) beside an MSE in [0, 1]: the codec "
                        "passes its lambda / pixels, so the loss is MSE + lambda * expected bpp", low=0.0)
     gate_bits: float = param(1.0, "bits one open gate is expected to cost (position and value); the "
