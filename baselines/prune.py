@@ -9,16 +9,18 @@ number is removed and the masks are reproducible.
 Coding (:func:`code_network`, one container section)::
 
     mode      uint8    0: dense, 1: pruned
-    dense:    pack_tensors(all tensors)                        (weightstep.coding.quantise)
+    dense:    pack_network(all tensors)                        (weightstep.coding.tensorpack)
     pruned:   count    varint  number of masked tensors (the decoder knows how many to expect)
               count x  varint length + encode_bits(mask)       (weightstep.coding.entropy)
-              pack_tensors(values) where a masked tensor contributes only its surviving
+              pack_network(values) where a masked tensor contributes only its surviving
               entries (a 1-D tensor of mask.sum() values, in C order), others are whole
+    (files written before the compact layout hold pack_tensors there; they still decode)
 
 So a pruned weight costs only its share of the binary mask (coded under a Bernoulli model
-with the map's own frequency) and no value bits. The quantisation step is chosen by the
-shared search (:func:`weightstep.coding.quantise.search_step`) over the surviving values:
-distortion + lam * real bits, so ``q_lambda`` means what it means for every other codec.
+with the map's own frequency) and no value bits. The quantisation steps are chosen as the
+anchors' are (:func:`weightstep.coding.stepsearch.search_steps`: the best shared step, then
+each tensor's own) over the surviving values: distortion + lam * real bits, so ``lambda``
+means what it means for every other codec.
 The mask bits do not depend on the step, so leaving them out of the search changes nothing
 it decides. Surviving values of a masked tensor are 1-D, so they always take one step per
 tensor (``per_channel`` applies to the dense tensors). A survivor may quantise to zero and
@@ -39,14 +41,9 @@ import torch
 from weightstep.codecs.netcoding import code_weights
 from weightstep.coding.entropy import decode_bits, encode_bits
 from weightstep.coding.framing import ByteReader, put_varint
-from weightstep.coding.quantise import (
-    DEFAULT_CANDIDATES,
-    QuantisedTensor,
-    StepSearchReport,
-    pack_tensors,
-    search_step,
-    unpack_tensors,
-)
+from weightstep.coding.quantise import DEFAULT_CANDIDATES, QuantisedTensor
+from weightstep.coding.stepsearch import StepsReport, search_steps
+from weightstep.coding.tensorpack import pack_network, unpack_network
 from weightstep.errors import BitstreamError
 
 DENSE, PRUNED = 0, 1
@@ -138,25 +135,25 @@ def code_network(weights: dict[str, torch.Tensor], distortion: Callable[[dict[st
     def full(candidate: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: (_scatter(v, masks[name]) if name in masks else v) for name, v in candidate.items()}
 
-    chosen, search = search_step(values, lambda c: distortion(full(c)), lam / pixels,
-                                 candidates=candidates, per_channel=per_channel)
+    chosen, search = search_steps(values, lambda c: distortion(full(c)), lam / pixels,
+                                  candidates=candidates, per_channel=per_channel)
     mask_blobs = [encode_bits(mask.numpy().reshape(-1)) for mask in masks.values()]
     out = bytearray([PRUNED])
     put_varint(out, len(mask_blobs))
     for blob in mask_blobs:
         put_varint(out, len(blob))
         out += blob
-    out += pack_tensors([chosen[name] for name in weights])
+    out += pack_network([chosen[name] for name in weights])
     dequantised = full({name: q.dequantise() for name, q in chosen.items()})
     return bytes(out), dequantised, _report(search, sum(len(b) for b in mask_blobs), dequantised)
 
 
-def _report(search: StepSearchReport, mask_bytes: int, dequantised: dict[str, torch.Tensor]) -> dict:
-    """The chosen relative step, mask bytes, nonzero weights, and every candidate tried as
-    [relative step, value bits, distortion]."""
-    return {"rel_step": search.chosen.rel_step, "mask_bytes": mask_bytes,
+def _report(search: StepsReport, mask_bytes: int, dequantised: dict[str, torch.Tensor]) -> dict:
+    """The best shared relative step, each tensor's own, mask bytes, nonzero weights, and every
+    shared candidate tried as [relative step, value bits, distortion]."""
+    return {"rel_step": search.shared_rel_step, "rel_steps": search.rel_steps, "mask_bytes": mask_bytes,
             "nonzero": sum(int((w != 0).sum()) for w in dequantised.values()),
-            "candidates": [[c.rel_step, c.bits, c.distortion] for c in search.candidates]}
+            "candidates": [[rel, bits, d] for rel, bits, d, _ in search.shared], "evaluations": search.evaluations}
 
 
 def parse_section(data: bytes, shapes: Shapes, masked: Sequence[str] | None = None
@@ -172,7 +169,7 @@ def parse_section(data: bytes, shapes: Shapes, masked: Sequence[str] | None = No
     reader = ByteReader(bytes(data), "network section")
     mode = reader.take(1, "mode")[0]
     if mode == DENSE:
-        return {}, unpack_tensors(reader.rest(), shapes)
+        return {}, unpack_network(reader.rest(), shapes)
     if mode != PRUNED:
         raise BitstreamError(f"network section: unknown mode {mode}")
     count = reader.varint("mask count")
@@ -184,7 +181,7 @@ def parse_section(data: bytes, shapes: Shapes, masked: Sequence[str] | None = No
         blob = reader.take(reader.varint(f"mask length of {name!r}"), f"mask of {name!r}")
         masks[name] = torch.from_numpy(decode_bits(blob, int(np.prod(sizes[name]))).reshape(sizes[name]))
     expected = [(name, (int(masks[name].sum()),) if name in masks else shape) for name, shape in shapes]
-    return masks, unpack_tensors(reader.rest(), expected)
+    return masks, unpack_network(reader.rest(), expected)
 
 
 def decode_network(data: bytes, shapes: Shapes, masked: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -77,7 +77,8 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
                "ms_ssim": result.ms_ssim, "encode_s": result.encode_s, "decode_s": result.decode_s,
                "bytes": result.bytes, "per_frame_bits": [f["bits"] for f in result.per_frame],
                "per_frame_psnr": [f["psnr_rgb"] for f in result.per_frame],
-               "step_seconds": [s.get("fit_seconds") for s in steps], "fit_steps": [s.get("fit_steps") for s in steps]}
+               "step_seconds": [s.get("fit_seconds") for s in steps], "fit_steps": [s.get("fit_steps") for s in steps],
+               "step_total_seconds": [s.get("step_seconds") for s in steps]}
         with out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[key] = row
@@ -87,8 +88,8 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
 def report(rows: list[dict], frames: int, video: str, markdown: bool = False) -> None:
     console = Console(width=200)
     table = Table(title=f"{video}, {frames} frames", box=rich.box.MARKDOWN if markdown else rich.box.HEAVY_HEAD)
-    for column in ("technique", "point", "bpp", "PSNR RGB", "MS-SSIM", "enc s/frame", "dec fps", "anchor bytes",
-                   "mean step bytes", "PSNR f1", "PSNR last"):
+    for column in ("technique", "point", "bpp", "PSNR RGB", "MS-SSIM", "enc s/frame", "s/step", "dec fps",
+                   "anchor bytes", "mean step bytes", "PSNR f1", "PSNR last"):
         table.add_column(column, justify="right")
     curves: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: (r["label"], r["bpp"])):
@@ -97,8 +98,10 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
                  else f"λ {row['params']['lambda']:g}")
         bits = row["per_frame_bits"]
         steps = [b for b in bits[1:] if b is not None]
+        step_s = [s for s in row.get("step_total_seconds", []) if s is not None]  # fit + rate search of a step
         table.add_row(row["label"], point, f"{row['bpp']:.4f}", f"{row['psnr_rgb']:.2f}", f"{row['ms_ssim']:.4f}",
-                      f"{row['encode_s'] / frames:.2f}", f"{frames / max(row['decode_s'], 1e-9):.1f}",
+                      f"{row['encode_s'] / frames:.2f}", f"{sum(step_s) / len(step_s):.2f}" if step_s else "-",
+                      f"{frames / max(row['decode_s'], 1e-9):.1f}",
                       str(bits[0] // 8) if bits[0] is not None else "-",
                       f"{sum(steps) / 8 / len(steps):.0f}" if steps else "-",
                       *(f"{row['per_frame_psnr'][i]:.2f}" if len(row.get("per_frame_psnr", [])) > 1 else "-"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
+            started = time.perf_counter()
             target = frames[t:t + 1]
             target_cpu = target.detach().cpu()
             flat_target = target[0].reshape(3, -1).t()
@@ -127,7 +129,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             step_mse = mse(frame.cpu(), target_cpu)
             facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
                           "fit_seconds": report.seconds, "stopped_by": report.stopped_by,
-                          "open_gates": step.open_count()})
+                          "open_gates": step.open_count(), "step_seconds": time.perf_counter() - started})
             cost = step_mse + lam_per_bit * 8 * len(data)
             if settings.refresh == "auto" and cost > anchor_cost:
                 fresh = code_anchor(net, target, True)
