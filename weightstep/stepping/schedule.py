@@ -65,7 +65,7 @@ class StepSettings:
     joint_steps: int  # optimiser steps of the joint fit (single-stage)
     anchor_lr: float  # learning rate of theta_0 in the joint fit (single-stage)
     kind: str = "l0"  # the step kind (stepping.step.STEP_KINDS): an update, a warp, or both
-    warp_grid: int = 4  # displacement nodes per side of a warp
+    warp_grid: int = 8  # displacement nodes per side of a warp (the codec config's default)
     warp_lr: float = 0.05  # Adam lr of the warp's values (pixels)
     refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
     pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
