@@ -44,8 +44,11 @@ def test_grid_anchor_round_trips_bit_exactly_and_learns(coded):
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     anchor = result.extra["anchor"]
     assert anchor["latents"] == 32 * 32 + 16 * 16 + 8 * 8 + 4 * 4
-    # written latent bits against their information content under the stored context model
-    assert anchor["latent_bytes"] <= 1.01 * anchor["latent_ideal_bytes"] + 8 + 4
+    # written latent bits against their information content under the stored context model: 1 %, plus
+    # the 8-byte support header, the coder's last word, and constriction's leaky quantised Laplace
+    # (every symbol of the support keeps a minimum probability: about 0.01 bit a symbol when the
+    # latents are nearly all zero, as in this 74-byte case: 80 bytes of words)
+    assert anchor["latent_bytes"] <= 1.01 * anchor["latent_ideal_bytes"] + 8 + 4 + 0.02 * anchor["latents"] / 8
     mean_colour = 10 * np.log10(1.0 / np.mean((frame.rgb() - frame.rgb().mean(axis=(2, 3), keepdims=True)) ** 2))
     assert result.psnr_rgb > mean_colour + 5  # measured 24.1 dB against 17.9 dB (a 10 s fit of a 32x32 frame)
 

@@ -27,6 +27,7 @@ Section layout: networks without latents write the packed weights
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,14 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
     :func:`~weightstep.inr.softround.latent_proxy`; the temperature follows the step count),
     'noise' (additive U(-0.5, 0.5)) or 'round' (straight-through). ``weight_steps``: absolute steps to fake-quantise the named weights with
     (straight-through); those tensors are trained, and only those plus the latents.
+
+    With 'round' the loss is what the decoder will see (rounded latents, their real bits under
+    the context model), so the parameters of the lowest loss seen are restored at the end:
+    straight-through steps can raise that loss (measured: a carphone grid after 5000 fit steps
+    went from 33.0 dB at 1.07 bpp to 29.6 dB at 1.34 bpp within 380 rounded steps).
     """
     params = dict(net.named_parameters())
+    best: dict[str, Any] = {"loss": math.inf, "params": None}
     latents = latent_names(net)
     pixels = target.shape[-1] * target.shape[-2]
     trained = [p for name, p in params.items() if weight_steps is None or name in weight_steps or name in latents]
@@ -115,9 +122,14 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
             err = torch.mean((pred.clamp(0.0, 1.0) - target) ** 2)
         if bits is not None:
             loss = loss + lam_bit * bits
+        if latent_mode == "round" and float(loss.detach()) < best["loss"]:
+            best["loss"], best["params"] = float(loss.detach()), {name: t.detach().clone() for name, t in params.items()}
         return StepOutput(loss=loss, psnr=psnr_from_mse(err), extras=extras)
 
-    return fit(trained, closure, config, label=label)
+    report = fit(trained, closure, config, label=label)
+    if best["params"] is not None:
+        _restore(net, best["params"])
+    return report
 
 
 def _weights(net: nn.Module, quantised: dict[str, QuantisedTensor], latents: dict[str, torch.Tensor]) -> dict:
