@@ -34,9 +34,9 @@ from torch import nn
 
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
+from weightstep.inr import latent_names
 from weightstep.inr.spec import WarpTarget
 from weightstep.stepping.code import UpdateStats, choose_step, decode_update, encode_update
-from weightstep.inr import latent_names
 from weightstep.stepping.film import FilmUpdate, code_film, decode_film
 from weightstep.stepping.latent import LatentUpdate, code_latent, decode_latent
 from weightstep.stepping.lowrank import LowRankUpdate, code_lowrank, decode_lowrank
