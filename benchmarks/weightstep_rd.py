@@ -54,7 +54,7 @@ def jobs(model: dict[str, str], variants: list[str], points: list[float]) -> lis
 
 def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int = 30, downscale: int = 1,
          out: Annotated[Path, typer.Option()] = Path("weightstep_rd.jsonl"),
-         inr: str = "grid", anchor_steps: int = 800, step_steps: int = 150,
+         inr: str = "grid", anchor_steps: int = 2000, step_steps: int = 150,
          variants: Annotated[list[str] | None, typer.Option(help="KIND/SCHEDULE, repeatable")] = None,
          points: Annotated[list[float] | None, typer.Option(help="lambda values, repeatable")] = None,
          only: Annotated[list[str] | None, typer.Option()] = None, report_only: bool = False,
