@@ -161,3 +161,23 @@ def test_report_cli_refuses_non_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     bad = runner.invoke(app, ["report", str(tmp_path / "empty")])
     assert bad.exit_code == 2 and "not a run directory" in bad.stderr
+
+
+def test_partial_run_says_so(tmp_path, report_dir):
+    assert "Partial run" not in (report_dir / "summary.md").read_text()  # every planned job has a row there
+    run = tmp_path / "partial"
+    label, codec, params, points, offset = TECHNIQUES[0]
+    jobs = [Job(key=job_key(codec, {**params, **p}, None, "data:Beauty@4f", None), technique=label, codec=codec,
+                rate_index=i, rate_point=p, params={**params, **p}, config={**params, **p}, seed=None, dataset="uvg",
+                video="data:Beauty@4f", video_label="Beauty@4f", spec="/nowhere", options={"frames": 4},
+                suffix=".bin") for i, p in enumerate(points)]
+    meta = {"name": "part", "anchor": label, "metrics": ["psnr_rgb"], "seeds": [0], "datasets": ["uvg"],
+            "techniques": [{"label": label, "codec": codec, "params": params, "rate_points": points}],
+            "videos": [{"dataset": "uvg", "label": "Beauty@4f", "identity": "data:Beauty@4f", "width": 64,
+                        "height": 48, "frames": 4, "status": "todo", "reason": None}]}
+    with Store.create(run) as store:
+        run_id = store.begin_run({"protocol_name": "part", "protocol_path": "part.toml", "protocol_text": "",
+                                  "seeds": [0], "executor": "local", "meta": meta, "keys": [j.key for j in jobs]})
+        store.record(jobs[0], "done", run_id, result=fake_result(codec, jobs[0].config, "Beauty@4f", 4, 0, offset))
+    summary = (build_report(run).out_dir / "summary.md").read_text()
+    assert "Partial run: 1 of the 4 planned jobs have a result and 3 have not run yet" in summary

@@ -120,6 +120,10 @@ class _Builder:
         for row in data.rows:
             counts[row["status"]] += 1
         total = max(len(run.get("keys") or []), len(data.rows))
+        if total > len(data.rows):
+            doc.para(f"Partial run: {counts[DONE]} of the {total} planned jobs have a result and "
+                     f"{total - len(data.rows)} have not run yet; every table and figure below shows only the "
+                     "finished jobs (`weightstep run` with `--resume` on this run directory continues it).")
         device = run.get("device") or {}
         versions = run.get("versions") or {}
         gpus = ", ".join(device.get("gpus", [])) or "none"
