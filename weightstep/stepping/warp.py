@@ -121,24 +121,35 @@ def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)
 
 
-def sample_map(m: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Bicubic samples of ``m`` (N, C, h, w) at map positions (u, v) (same shape S), taps clamped
-    at the border -> (N, C, *S)."""
-    h, w = m.shape[-2:]
+def _bicubic_gather(flat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, h, w, offset=0) -> torch.Tensor:
+    """Bicubic samples at map positions (u, v) (1-D) of maps flattened along the last dim of
+    ``flat``, taps clamped at each sample's own map border: its map is h x w and starts at
+    ``offset`` in ``flat`` (ints, or long tensors shaped like u). Gathers and element-wise
+    operations only, in a fixed order, so the result is the same bits on any machine."""
     x0, y0 = u.floor(), v.floor()
     wx, wy = _cubic_weights(u - x0), _cubic_weights(v - y0)
     x0, y0 = x0.long(), y0.long()
-    flat = m.reshape(*m.shape[:-2], h * w)
+    zero = torch.zeros_like(x0)
+    h_last, w_last = torch.as_tensor(h - 1, device=u.device), torch.as_tensor(w - 1, device=u.device)
+    columns = [offset + torch.clamp(x0 + (b - 1), zero, w_last) for b in range(4)]
     out = None
     for a in range(4):
-        iy = (y0 + (a - 1)).clamp(0, h - 1) * w
+        iy = torch.clamp(y0 + (a - 1), zero, h_last) * w
         row = None
         for b in range(4):
-            tap = flat[..., (iy + (x0 + (b - 1)).clamp(0, w - 1))] * wx[b]
+            tap = flat.index_select(-1, iy + columns[b]) * wx[b]
             row = tap if row is None else row + tap
         term = row * wy[a]
         out = term if out is None else out + term
     return out
+
+
+def sample_map(m: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bicubic samples of ``m`` (N, C, h, w) at map positions (u, v) (same shape S), taps clamped
+    at the border -> (N, C, *S)."""
+    h, w = m.shape[-2:]
+    out = _bicubic_gather(m.reshape(*m.shape[:-2], h * w), u.reshape(-1), v.reshape(-1), h, w)
+    return out.reshape(*m.shape[:-2], *u.shape)
 
 
 def sample_coords(field: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -177,7 +188,7 @@ def _map_positions(h: int, w: int, stride: float, dtype, device) -> tuple[torch.
 def _sample_maps_exact(maps: list[torch.Tensor], strides: list[float], values: torch.Tensor, width: int,
                        height: int, grid: int) -> list[torch.Tensor]:
     """:func:`sample_map` of every map (all (N, C, h_i, w_i) with one N, C) at its warped positions, in
-    one pass over the concatenated samples: the same element-wise operations in the same order
+    one :func:`_bicubic_gather` over the concatenated samples: the same element-wise operations
     as one map at a time (so the same bits), with a few dozen tensor operations in all instead of
     a few dozen per map (the decoder's warp was dominated by per-operation overhead)."""
     dtype, device = values.dtype, values.device
@@ -199,21 +210,7 @@ def _sample_maps_exact(maps: list[torch.Tensor], strides: list[float], values: t
     h_e, w_e, off = torch.cat(hs), torch.cat(ws), torch.cat(offsets)
     dx, dy = displacement(values, px, py, width, height, grid)
     u, v = (px + dx + 0.5) / s - 0.5, (py + dy + 0.5) / s - 0.5
-    flat = torch.cat([m.reshape(*lead, -1) for m in maps], dim=-1)
-    x0, y0 = u.floor(), v.floor()
-    wx, wy = _cubic_weights(u - x0), _cubic_weights(v - y0)
-    x0, y0 = x0.long(), y0.long()
-    zero = torch.zeros_like(h_e)
-    columns = [off + torch.clamp(x0 + (b - 1), zero, w_e - 1) for b in range(4)]
-    out = None
-    for a in range(4):
-        iy = torch.clamp(y0 + (a - 1), zero, h_e - 1) * w_e
-        row = None
-        for b in range(4):
-            tap = flat.index_select(-1, iy + columns[b]) * wx[b]
-            row = tap if row is None else row + tap
-        term = row * wy[a]
-        out = term if out is None else out + term
+    out = _bicubic_gather(torch.cat([m.reshape(*lead, -1) for m in maps], dim=-1), u, v, h_e, w_e, off)
     result, start = [], 0
     for m in maps:
         count = m.shape[-2] * m.shape[-1]
