@@ -275,3 +275,21 @@ def test_cli_run_resume_and_report(tmp_path):
     assert "0 done now, 4 done before" in resumed.stdout
     dry = runner.invoke(app, ["run", str(proto), "--out", str(out), "--dry-run"])
     assert dry.exit_code == 0 and "4 jobs" in dry.stdout
+
+
+def test_weightstep_keys_leave_out_fields_the_config_never_reads():
+    """A default changed for another step kind or network must not make a run start over."""
+    from weightstep.experiments.jobs import prepare
+
+    def key(**params):
+        prep = prepare("weightstep", params)
+        assert prep.status == "todo", prep.reason
+        return job_key("weightstep", prep.key_config, prep.codec_info, "synthetic:testsrc2", 0)
+
+    l0 = dict(inr="siren", update="l0", width=16)
+    assert key(**l0) == key(**l0, warp_grid=12) == key(**l0, latent_lr=0.2) == key(**l0, dip_channels=5)
+    assert len({key(**l0), key(**l0, gate_lr=0.2), key(**{**l0, "width": 17})}) == 3  # what it reads still counts
+    warp = dict(inr="grid", update="warp+lowrank")
+    assert key(**warp) != key(**warp, warp_grid=12)
+    assert key(**warp) == key(**warp, width=17, gate_lr=0.2)
+    assert prepare("weightstep", l0).config["warp_grid"] == 8  # the stored config stays complete

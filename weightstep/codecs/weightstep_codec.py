@@ -140,6 +140,33 @@ class WeightStepConfig:
         if self.schedule == "single-stage" and self.gop == "auto":
             raise ConfigError("gop=auto decides frame by frame: it needs schedule=two-stage")
 
+    def unused_fields(self) -> frozenset[str]:
+        """Fields this config never reads (another network's sizes, another step kind's rates).
+
+        Job keys leave them out (``experiments.jobs``), so a run keeps its finished jobs when a
+        default that does not apply to them changes or a field for another kind is added."""
+        unused = set()
+        if self.inr not in ("siren", "fourier"):
+            unused |= {"width", "depth"}
+        if self.inr != "fourier":
+            unused |= {"fourier_sigma", "fourier_features", "activation"}
+        if self.inr != "dip":
+            unused |= {"dip_channels", "dip_levels", "dip_skips"}
+        if self.inr != "grid":
+            unused |= {"grid_levels", "grid_hidden", "grid_context_hidden"}
+        warp, part = split_kind(self.update)
+        if not warp:
+            unused |= {"warp_grid", "warp_lr"}
+        if part not in ("l0", "dct"):
+            unused |= {"gate_lr", "log_alpha_init"}
+        if part != "latent":
+            unused.add("latent_lr")
+        if self.schedule == "two-stage":
+            unused.add("frame_batch")
+        else:
+            unused.add("step_patience")
+        return frozenset(unused)
+
     def gop_size(self) -> int:
         """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
         return 0 if self.gop == "auto" else int(self.gop)

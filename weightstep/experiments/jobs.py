@@ -1,7 +1,8 @@
 """Expanding a protocol into jobs: every video x technique x rate point x seed, each with a stable key.
 
 A job's key is the SHA-256 of a canonical JSON of what determines its result: the codec's
-name, its full config after :func:`weightstep.config.build` (defaults included), what the
+name, its full config after :func:`weightstep.config.build` (defaults included, less the fields
+the config says it never reads: ``unused_fields()``, e.g. a warp's grid size for an l0 step), what the
 codec says about itself apart from the config (``describe()``: bitstream format, encoder
 library and options), the input's identity and the seed. Technique labels, rate-point
 indices and the run directory are not part of it, so renaming a technique or moving a run
@@ -247,6 +248,7 @@ class Prepared:
     suffix: str
     status: str  # TODO, SKIPPED or FAILED
     reason: str | None = None
+    key_config: dict[str, Any] | None = None  # what the job key hashes: the config less the fields it never reads
 
 
 def prepare(codec_name: str, params: Mapping[str, Any]) -> Prepared:
@@ -259,17 +261,20 @@ def prepare(codec_name: str, params: Mapping[str, Any]) -> Prepared:
         config = build(cls.Config, dict(params), where=f"codec {codec_name}")
     except ConfigError as exc:
         return Prepared(None, None, suffix, FAILED, f"ConfigError: {exc}")
+    unused = config.unused_fields() if hasattr(config, "unused_fields") else frozenset()
+    keyed = {k: v for k, v in _plain(config).items() if k not in unused}
     try:
         codec = cls(config)
         info = {k: v for k, v in codec.describe().items() if k != "config"}
         reason = codec.availability()
     except UnavailableError as exc:
-        return Prepared(_plain(config), None, suffix, SKIPPED, str(exc))
+        return Prepared(_plain(config), None, suffix, SKIPPED, str(exc), keyed)
     except Exception as exc:  # a codec that cannot even be made: its jobs fail, the plan goes on
-        return Prepared(_plain(config), None, suffix, FAILED, f"{type(exc).__name__}: {exc}")
+        return Prepared(_plain(config), None, suffix, FAILED, f"{type(exc).__name__}: {exc}", keyed)
     if reason:
-        return Prepared(_plain(config), _plain(info), suffix, SKIPPED, f"{codec_name} cannot run here: {reason}")
-    return Prepared(_plain(config), _plain(info), suffix, TODO)
+        return Prepared(_plain(config), _plain(info), suffix, SKIPPED, f"{codec_name} cannot run here: {reason}",
+                        keyed)
+    return Prepared(_plain(config), _plain(info), suffix, TODO, None, keyed)
 
 
 def _plain(obj: Any) -> Any:
@@ -379,7 +384,7 @@ def expand(protocol: Protocol) -> Plan:
                     prep = prepared[cache_key]
                     config = prep.config
                     seed = (config or {}).get("seed", params.get("seed"))
-                    key = job_key(technique.codec, config if config is not None else params, prep.codec_info,
+                    key = job_key(technique.codec, prep.key_config if config is not None else params, prep.codec_info,
                                   video.identity, seed, built=config is not None)
                     owner = f"{technique.label!r} rate point {index} on {video.dataset}/{video.label}"
                     if key in owners:
