@@ -452,5 +452,25 @@ rate_points = [{ crf = 20 }, { crf = 27 }, { crf = 34 }, { crf = 41 }]
     build_report(tmp_path / "run", tmp_path / "report")
     summary = (tmp_path / "report" / "summary.md").read_text()
     section = summary.split("## Selection among variants")[1]
-    assert "| s | H.264 preset=ultrafast | 0.0 % (the anchor) |" in section
+    assert "| s | H.264 preset=ultrafast | - | 0.0 % (the reference) |" in section
     assert section.count("| selected |") == 1 and "H.264 on s: H.264 preset=" in section
+
+
+def test_variants_swept_by_lambda_are_ranked_by_their_cost_at_equal_lambda():
+    """Curves a whole 2 dB apart have no BD-rate; D + lambda R at the same lambda still ranks them."""
+    from weightstep.experiments.report_data import Point
+    from weightstep.experiments.report_more import cost_change
+
+    def curve(dbs, bpps, lams=(1e-2, 1e-3)):
+        return [Point(i, {"lambda": lam}, bpp, db, db, 0.9, 1.0, 0.1, 10, 1)
+                for i, (lam, db, bpp) in enumerate(zip(lams, dbs, bpps))]
+
+    ref = curve([24.0, 26.0], [0.1, 0.3])
+    better = curve([26.0, 28.0], [0.1, 0.3])  # 2 dB more at the same rate: lower cost at both lambdas
+    change, pairs = cost_change(ref, better)
+    assert pairs == 2 and change < -10
+    mse = [10 ** -2.4, 10 ** -2.6]
+    expected = 100 * ((10 ** -2.6 + 1e-2 * 0.1) / (mse[0] + 1e-2 * 0.1) - 1)
+    assert cost_change(ref, better[:1]) == (pytest.approx(expected), 1)  # only the lambdas both ran
+    assert cost_change(ref, ref) == (0.0, 2)
+    assert cost_change(curve([24.0], [0.1], lams=(None,)), better) == (None, 0)  # not swept by lambda

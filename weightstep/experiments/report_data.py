@@ -118,6 +118,9 @@ def load_run(run_dir: str | Path) -> RunData:
         if row["video_label"] not in clips[row["dataset"]]:
             clips[row["dataset"]].append(row["video_label"])
     data.clips = dict(clips)
+    # a dataset the run left out (a profile's include = false, no data) has no clips: the report's
+    # inputs section names it from the plan's notes; its tables and figures would be empty
+    data.datasets = [d for d in data.datasets if clips.get(d)]
     return data
 
 
