@@ -173,11 +173,17 @@ def test_partial_run_says_so(tmp_path, report_dir):
                 suffix=".bin") for i, p in enumerate(points)]
     meta = {"name": "part", "anchor": label, "metrics": ["psnr_rgb"], "seeds": [0], "datasets": ["uvg"],
             "techniques": [{"label": label, "codec": codec, "params": params, "rate_points": points}],
-            "videos": [{"dataset": "uvg", "label": "Beauty@4f", "identity": "data:Beauty@4f", "width": 64,
-                        "height": 48, "frames": 4, "status": "todo", "reason": None}]}
+            "videos": [{"dataset": "uvg", "label": clip, "identity": f"data:{clip}", "width": 64,
+                        "height": 48, "frames": 4, "status": "todo", "reason": None}
+                       for clip in ("Beauty@4f", "Bosphorus@4f")]}
     with Store.create(run) as store:
         run_id = store.begin_run({"protocol_name": "part", "protocol_path": "part.toml", "protocol_text": "",
                                   "seeds": [0], "executor": "local", "meta": meta, "keys": [j.key for j in jobs]})
         store.record(jobs[0], "done", run_id, result=fake_result(codec, jobs[0].config, "Beauty@4f", 4, 0, offset))
-    summary = (build_report(run).out_dir / "summary.md").read_text()
+    out = build_report(run).out_dir
+    summary = (out / "summary.md").read_text()
     assert "Partial run: 1 of the 4 planned jobs have a result and 3 have not run yet" in summary
+    # a mean over the one clip it has would not compare with a mean over both: said, not drawn
+    assert f"Left out of the mean curves, for want of results on every clip (clips with results): {label} (1 of 2)" \
+        in summary
+    assert not (out / "figures" / "rd-uvg-mean.png").exists()

@@ -228,11 +228,17 @@ class _Builder:
                 doc.para("No job finished on this dataset.")
                 continue
             averaged = {t: average_curve(self.points, dataset, clips, t) for t in data.techniques}
-            panels = [(m, {t: [_plotted(p, m) for p in pts] for t, pts in averaged.items() if pts})
-                      for m in data.metrics]
-            self.add_figure(f"rd-{slug(dataset)}-mean", plots.rd_figure(f"{dataset}: mean over {len(clips)} clip(s)",
-                                                                         panels, self.styles),
-                            f"{dataset}: RD curves averaged over its clips (rate points present on every clip)")
+            present = {t: sum(1 for c in clips if self.points.get((dataset, c), {}).get(t)) for t in averaged}
+            partial = [f"{t} ({present[t]} of {len(clips)})" for t, pts in averaged.items() if not pts and present[t]]
+            if partial:  # a mean over fewer clips would not compare with the others' means
+                doc.para("Left out of the mean curves, for want of results on every clip (clips with results): "
+                         + ", ".join(partial) + ". The per-clip plots below show them.")
+            if any(averaged.values()):
+                panels = [(m, {t: [_plotted(p, m) for p in pts] for t, pts in averaged.items() if pts})
+                          for m in data.metrics]
+                self.add_figure(f"rd-{slug(dataset)}-mean",
+                                plots.rd_figure(f"{dataset}: mean over {len(clips)} clip(s)", panels, self.styles),
+                                f"{dataset}: RD curves averaged over its clips (rate points present on every clip)")
             for metric in data.metrics:
                 panels = [(clip, {t: [_plotted(p, metric) for p in pts]
                                   for t, pts in self.points.get((dataset, clip), {}).items()}) for clip in clips]
