@@ -168,8 +168,8 @@ class BdCell:
     total: int = 1  # clips asked
 
     def text(self) -> str:
-        if self.value is None:
-            return f"n/a: {self.reason}"
+        if self.value is None:  # "not defined: curves do not overlap (...)" reads as it is
+            return self.reason if (self.reason or "").startswith("not defined") else f"n/a: {self.reason}"
         text = f"{self.value:+.1f} %"
         if self.total > 1 or self.count != self.total:
             text += f" ({self.count}/{self.total} clips)"

@@ -61,8 +61,8 @@ def _mean_gap(anchor: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
     (xa, ya), (xt, yt) = anchor, test
     lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
     if not hi > lo:
-        raise MetricError(f"BD: the curves' {axis} ranges [{xa[0]:.4g}, {xa[-1]:.4g}] and "
-                          f"[{xt[0]:.4g}, {xt[-1]:.4g}] do not overlap")
+        raise MetricError(f"not defined: curves do not overlap ({axis} ranges [{xa[0]:.4g}, {xa[-1]:.4g}] and "
+                          f"[{xt[0]:.4g}, {xt[-1]:.4g}])")
     area_anchor = interpolator(xa, ya).integrate(lo, hi)
     area_test = interpolator(xt, yt).integrate(lo, hi)
     return float((area_test - area_anchor) / (hi - lo))
