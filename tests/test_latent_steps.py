@@ -89,3 +89,45 @@ def test_damaged_latent_frames_are_refused():
 def test_non_latent_networks_are_refused():
     with pytest.raises(ValueError, match="latent grids"):
         LatentUpdate({"w": torch.zeros(2, 2)}, (), lr=0.05)
+
+
+def test_blocks_cover_every_latent_once_in_raster_order_inside_each_block():
+    from weightstep.stepping.latent import block_positions
+
+    positions, starts = block_positions((1, 1, 9, 10), 2)  # 4x4 blocks, cut at the border: 3 x 3 of them
+    assert sorted(positions.tolist()) == list(range(90))
+    assert starts.size == 10 and np.diff(starts).tolist() == [16, 16, 8, 16, 16, 8, 4, 4, 2]
+    assert positions[:5].tolist() == [0, 1, 2, 3, 10]
+
+
+def test_still_blocks_cost_almost_nothing():
+    """The same 12 non-zero integers cost fewer bytes packed in one corner block than spread over the level."""
+    corner, spread = torch.zeros(1, 1, 12, 10), torch.zeros(1, 1, 12, 10)
+    corner[0, 0, :3, :4] = 2.0
+    spread.view(-1)[torch.arange(0, 120, 10)] = 2.0
+    sizes = []
+    for residual in (corner, spread):
+        data, delta, facts = code_latent(_update(residual), lambda d, r=residual: float((d["latents.0"] - r).pow(2).sum()),
+                                         1e-6)
+        assert torch.equal(delta["latents.0"], residual)  # at this lambda every integer is sent
+        assert torch.equal(decode_latent(data, _shapes(), ("latents.0", "latents.1"))["latents.0"], residual)
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1]
+
+
+def test_damaged_block_headers_are_refused():
+    residual = torch.zeros(1, 1, 12, 10)
+    residual[0, 0, :4, :4] = 3.0
+    data, _, facts = code_latent(_update(residual), lambda d: float((d["latents.0"] - residual).pow(2).sum()), 1e-6)
+    latents = ("latents.0", "latents.1")
+    assert facts["level_codes"][1] == 0
+    block_byte = 2  # after the two level codes
+    for bad in (1, 6, 255):
+        damaged = bytearray(data)
+        damaged[block_byte] = bad
+        with pytest.raises(BitstreamError, match="block size"):
+            decode_latent(bytes(damaged), _shapes(), latents)
+    damaged = bytearray(data)
+    damaged[block_byte + 1] = 0  # P(coded) = 0
+    with pytest.raises(BitstreamError, match="probability"):
+        decode_latent(bytes(damaged), _shapes(), latents)

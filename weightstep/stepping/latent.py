@@ -9,19 +9,32 @@ the anchor left them, so a step costs what the residual's integers cost.
 Training (:class:`LatentUpdate`): the residual ``r_l`` of level ``l`` is a float tensor (zeros
 at the start); the synthesis sees ``r_l + u`` (u ~ U(-0.5, 0.5), the noise proxy of rounding) and
 the penalty is the bits of that sample under a Laplace(0, s_l) whose log-scale is trained too.
-Coding (:func:`code_latent`): ``round(r_l)`` with a dead zone (|r| < t -> 0; t chosen by
-D + lambda R with the real bytes among a few values, "send nothing" included), each level's
-scale chosen from a 1/8-octave grid by the exact information content, then one ANS blob.
+Coding (:func:`code_latent`): ``round(r_l)`` with a dead zone (|r| < t -> 0); t and the block
+size are chosen by D + lambda R with the real bytes among a few values, "send nothing" included.
+Each level is cut into B x B blocks and a flag per block says whether it codes anything, so an
+all-zero block costs a fraction of a bit instead of ~0.3 bit per latent under one Laplace over
+the whole level. Flags and the coded blocks' integers share one ANS stream (constriction):
+flags under a Bernoulli per level, integers under a Laplace per level. Measured (carphone, 4
+frames, lambda 1e-3, warp+latent, the same fitted residuals): steps of 1111, 730 and 690 bytes
+against 1217, 781 and 729 with one Laplace per level (-6 to -9 %) at identical PSNR. Less than
+hoped, because the residual is scattered, not clustered: its 1340 non-zero integers in frame 1
+fall in 513 of 2123 4x4 blocks, so positions are not what a step pays for.
 
 Frame layout (after the warp, when there is one)::
 
-    L bytes   one per latent level (finest first): 0 = no residual on that level, k >= 1 = a
-              residual coded under Laplace(0, 2^((k - 1) / 8 - 6))
-    blob      :func:`weightstep.coding.latents.encode_chunks` of the non-zero levels' integers
-              (finest first); absent when every level byte is 0
+    L bytes   one per latent level (finest first): 0 = no residual on that level, k >= 1 = its
+              coded blocks' integers are under Laplace(0, 2^((k - 1) / 8 - 6))
+    -- only when some level byte is not 0:
+    uint8     b: blocks are 2^b x 2^b latents (b in 2..5; edge blocks are cut by the level)
+    P bytes   per coded level, in order: k in 1..255, P(a block is coded) = k / 256
+    varint    -lo, then varint hi: the integers' support [lo, hi] (lo <= 0 <= hi, not both 0)
+    words     ANS words: per coded level its block flags (raster order), then per coded level
+              the integers of its coded blocks (block by block in raster order, each block's
+              integers in raster order)
 
 The level count and each level's size come from the network the decoder builds from the
-config, never from the data.
+config, never from the data; a coded block with no non-zero integer, or a coded level with
+no coded block, is refused (the encoder never writes one).
 """
 
 from __future__ import annotations
@@ -29,12 +42,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import constriction
 import numpy as np
 import torch
 from torch import nn
 
-from weightstep.coding.framing import ByteReader
-from weightstep.coding.latents import ChunkDecoder, encode_chunks, ideal_bits
+from weightstep.coding.entropy import SegmentReader, SegmentWriter
+from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.coding.latents import ideal_bits
 from weightstep.errors import BitstreamError
 from weightstep.inr.latent_context import laplace_bits
 from weightstep.stepping.kindcode import MAX_ABS_Q, Search, register_base
@@ -128,48 +143,114 @@ def _best_scale(q: np.ndarray) -> int:
     return best
 
 
-def _frame(levels: list[np.ndarray]) -> bytes:
-    """Level codes + blob for integer residuals ``levels`` (finest first)."""
-    codes, chunks = [], []
+BLOCK_BITS = (2, 3, 4, 5)  # block sides the layout allows: 4, 8, 16, 32 latents
+FIRST_BLOCK_BITS = 3  # the side the dead zone is chosen at (8 latents); 4 and 16 are then tried
+
+
+def block_positions(shape: tuple[int, ...], bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, starts) of a level cut into 2^bits-square blocks, in the coding order.
+
+    ``positions``: the flat (C order) index of every latent, block by block in raster order and
+    raster order inside each block (edge blocks are cut by the level's border); block ``j``'s
+    latents are ``positions[starts[j]:starts[j + 1]]`` (``starts`` has one entry per block, plus
+    the total at the end).
+    """
+    h, w = int(shape[-2]), int(shape[-1])
+    side = 1 << int(bits)
+    rows, cols = np.arange(h), np.arange(w)
+    block = (rows[:, None] // side) * (-(-w // side)) + cols[None, :] // side
+    flat = block.ravel()
+    positions = np.argsort(flat, kind="stable")  # stable: raster order inside a block
+    counts = np.bincount(flat, minlength=(-(-h // side)) * (-(-w // side)))
+    return positions, np.concatenate([[0], np.cumsum(counts)])
+
+
+def _flags(q: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flag per block: it holds a non-zero integer, the flat positions of the coded blocks' latents in coding order)."""
+    positions, starts = block_positions(q.shape, bits)
+    nonzero = (q.reshape(-1)[positions] != 0).astype(np.int64)
+    flags = np.add.reduceat(nonzero, starts[:-1]) > 0 if nonzero.size else np.zeros(0, bool)
+    keep = np.repeat(flags, np.diff(starts))
+    return flags, positions[keep]
+
+
+def _p_code(flags: np.ndarray) -> int:
+    return int(np.clip(round(256 * float(flags.mean())), 1, 255))
+
+
+def _bernoulli(code: int):
+    return constriction.stream.model.Bernoulli(code / 256.0, perfect=False)
+
+
+def _laplace(lo: int, hi: int, code: int):
+    return constriction.stream.model.QuantizedLaplace(lo, hi, 0.0, scale_of(code))
+
+
+def _frame(levels: list[np.ndarray], bits: int) -> bytes:
+    """The frame (module docstring) of integer residuals ``levels`` (finest first), blocks of 2^bits."""
+    codes, coded = [], []
     for q in levels:
         if not q.any():
             codes.append(0)
             continue
-        code = _best_scale(q)
-        codes.append(code)
-        flat = q.reshape(-1)
-        chunks.append((flat, np.zeros(flat.size), np.full(flat.size, scale_of(code))))
-    return bytes(codes) + (encode_chunks(chunks) if chunks else b"")
+        flags, positions = _flags(q, bits)
+        values = q.reshape(-1)[positions]
+        codes.append(_best_scale(values))
+        coded.append((flags, values, codes[-1]))
+    if not coded:
+        return bytes(codes)
+    lo = min(0, *(int(v.min()) for _, v, _ in coded))
+    hi = max(0, *(int(v.max()) for _, v, _ in coded))
+    head = bytearray(codes)
+    head.append(bits)
+    head += bytes(_p_code(flags) for flags, _, _ in coded)
+    put_varint(head, -lo)
+    put_varint(head, hi)
+    writer = SegmentWriter()
+    for flags, _, _ in coded:
+        writer.add(flags.astype(np.int32), _bernoulli(_p_code(flags)))
+    for _, values, code in coded:
+        writer.add(values.astype(np.int32), _laplace(lo, hi, code))
+    return bytes(head) + writer.finish()
 
 
 def code_latent(update: LatentUpdate, distortion: Callable[[dict[str, torch.Tensor]], float],
                 lam_per_bit: float) -> tuple[bytes, dict[str, torch.Tensor], dict]:
-    """Quantise and code ``update``: the dead zone by ``distortion(Δ) + lam_per_bit * bits``.
+    """Quantise and code ``update``: dead zone and block size by ``distortion(Δ) + lam_per_bit * bits``.
 
     ``distortion`` gets the decoder's Δ (float32 CPU, every name of the base). Returns (frame,
-    that Δ, facts: bytes, changed integers, threshold, level codes, candidates).
+    that Δ, facts: bytes, changed integers, threshold, block side, coded blocks, blocks, level
+    codes, candidates).
     """
     fitted = update.fitted()
     shapes = {name: tuple(b.shape) for name, b in update.base().items()}
     search = Search(float(lam_per_bit), distortion)
 
-    def build(threshold: float | None):
+    def build(threshold: float | None, bits: int = FIRST_BLOCK_BITS):
         levels = []
         for r in fitted:
             q = np.zeros(r.shape, np.int32) if threshold is None else np.where(np.abs(r) < threshold, 0.0, np.rint(r))
             if np.abs(q).max(initial=0) > MAX_ABS_Q:
                 return None
             levels.append(np.asarray(q, np.int32))
-        data = _frame(levels)
-        return data, _delta(shapes, update.latents, levels), levels
+        data = _frame(levels, bits)
+        return data, _delta(shapes, update.latents, levels), (levels, bits)
 
-    search.offer("nothing", lambda: build(None))
+    search.offer(("nothing",), lambda: build(None))
     for threshold in THRESHOLDS:
-        search.offer(threshold, lambda t=threshold: build(t))
-    cost, bits, dist, (data, delta, levels) = search.best
+        search.offer((threshold, FIRST_BLOCK_BITS), lambda t=threshold: build(t))
+    if search.best_key != ("nothing",):
+        threshold = search.best_key[0]
+        for bits in BLOCK_BITS[:3]:
+            search.offer((threshold, bits), lambda b=bits: build(threshold, b))
+    cost, bits_total, dist, (data, delta, (levels, block_bits)) = search.best
+    key = search.best_key
+    flags = [_flags(q, block_bits)[0] for q in levels if q.any()]
     facts = {"bytes": len(data), "changed": int(sum(int(np.count_nonzero(q)) for q in levels)),
-             "threshold": search.best_key, "level_codes": list(data[:len(levels)]), "distortion": dist,
-             "bits": bits, "cost": cost, "candidates": search.evaluated()}
+             "threshold": key[0],
+             "block": 1 << block_bits, "coded_blocks": int(sum(int(f.sum()) for f in flags)),
+             "blocks": int(sum(f.size for f in flags)), "level_codes": list(data[:len(levels)]),
+             "distortion": dist, "bits": bits_total, "cost": cost, "candidates": search.evaluated()}
     return data, delta, facts
 
 
@@ -189,17 +270,38 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
         raise BitstreamError("latent step: the network has no latent grids to step")
     reader = ByteReader(bytes(data), "latent step")
     codes = list(reader.take(len(latents), "level codes"))
-    blob = reader.rest()
-    levels: list[np.ndarray] = []
-    decoder = ChunkDecoder(blob) if any(codes) else None
-    if decoder is None and blob:
-        raise BitstreamError("latent step: data after an empty residual")
-    for name, code in zip(latents, codes, strict=True):
-        count = math.prod(shape_of[name])
-        if code == 0:
-            levels.append(np.zeros(count, np.int32))
-            continue
-        levels.append(decoder.decode(np.zeros(count), np.full(count, scale_of(code))))
-    if decoder is not None:
-        decoder.finish()
+    levels = [np.zeros(math.prod(shape_of[name]), np.int32) for name in latents]
+    if not any(codes):
+        if reader.rest():
+            raise BitstreamError("latent step: data after an empty residual")
+        return _delta(shape_of, latents, levels)
+    bits = reader.take(1, "block size")[0]
+    if bits not in BLOCK_BITS:
+        raise BitstreamError(f"latent step: block size code {bits} is not one of {BLOCK_BITS}")
+    coded = [i for i, code in enumerate(codes) if code]
+    p_codes = list(reader.take(len(coded), "block probabilities"))
+    if 0 in p_codes:
+        raise BitstreamError("latent step: a block probability of 0")
+    lo, hi = -reader.varint("support low"), reader.varint("support high")
+    if lo < -MAX_ABS_Q or hi > MAX_ABS_Q or lo == hi:
+        raise BitstreamError(f"latent step: support [{lo}, {hi}] out of range")
+    stream = SegmentReader(reader.rest(), "latent step")
+    layout = []
+    for i, p_code in zip(coded, p_codes, strict=True):
+        positions, starts = block_positions(shape_of[latents[i]], bits)
+        flags = stream.take(starts.size - 1, _bernoulli(p_code)).astype(bool)
+        if not flags.any():
+            raise BitstreamError(f"latent step: level {i} is coded but none of its blocks is")
+        layout.append((i, positions, starts, flags))
+    for (i, positions, starts, flags) in layout:
+        keep = np.repeat(flags, np.diff(starts))
+        where = positions[keep]
+        values = stream.take(where.size, _laplace(lo, hi, codes[i]))
+        sizes = np.diff(starts)[flags]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        nonzero = np.add.reduceat((values != 0).astype(np.int64), offsets)
+        if not nonzero.all():
+            raise BitstreamError(f"latent step: a coded block of level {i} holds no non-zero integer")
+        levels[i][where] = values
+    stream.finish()
     return _delta(shape_of, latents, levels)
