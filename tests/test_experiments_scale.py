@@ -463,7 +463,7 @@ def test_variants_swept_by_lambda_are_ranked_by_their_cost_at_equal_lambda():
 
     def curve(dbs, bpps, lams=(1e-2, 1e-3)):
         return [Point(i, {"lambda": lam}, bpp, db, db, 0.9, 1.0, 0.1, 10, 1)
-                for i, (lam, db, bpp) in enumerate(zip(lams, dbs, bpps))]
+                for i, (lam, db, bpp) in enumerate(zip(lams, dbs, bpps, strict=True))]
 
     ref = curve([24.0, 26.0], [0.1, 0.3])
     better = curve([26.0, 28.0], [0.1, 0.3])  # 2 dB more at the same rate: lower cost at both lambdas

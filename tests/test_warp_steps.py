@@ -115,13 +115,29 @@ def test_a_fitted_warp_follows_a_shift(tmp_path):
     frames = np.stack([base[:, :16, t:t + 16] for t in (0, 1, 2)]).astype(np.float32)
     video = Video(identity="test:shift", fps=25.0, rgb_frames=frames)
     params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
-              "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none"}
+              "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none",
+              "warp_init": "previous"}  # the fit alone, from the identity
     codec = registry.create("weightstep", params)
     result = harness.run(codec, video, tmp_path / "w.wsv")
     shifts = [step["warp_shift"][0] for step in result.extra["steps"]]
     # content moves left by 1 px a frame: each step samples about 1 px to the right of the last state
     assert all(0.5 < s < 1.6 for s in shifts) and abs(sum(shifts) - 2.0) < 0.5, shifts
     assert all(step["bytes"] < 20 for step in result.extra["steps"])
+
+
+def test_a_motion_estimate_starts_the_warp_near_a_larger_shift(tmp_path):
+    """3 px a frame, more than a fit from the identity follows: the block-matching start finds it."""
+    rng = np.random.default_rng(0)
+    base = np.cumsum(np.cumsum(rng.normal(size=(3, 24, 48)), axis=1), axis=2)
+    base = (base - base.min()) / (base.max() - base.min())
+    frames = np.stack([base[:, :16, t:t + 24] for t in (0, 3, 6)]).astype(np.float32)
+    video = Video(identity="test:shift3", fps=25.0, rgb_frames=frames)
+    params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
+              "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none"}
+    result = harness.run(registry.create("weightstep", params), video, tmp_path / "w.wsv")
+    steps = result.extra["steps"]
+    assert steps[0]["warp_start"] == "estimate"
+    assert all(2.3 < step["warp_shift"][0] < 3.5 for step in steps), [step["warp_shift"] for step in steps]
 
 
 def test_gop_auto_puts_a_fresh_anchor_at_a_scene_cut(tmp_path):

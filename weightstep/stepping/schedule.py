@@ -31,6 +31,7 @@ from weightstep.inr.losses import psnr_from_mse
 from weightstep.inr.render import mse, render
 from weightstep.progress import make_progress
 from weightstep.stepping.dct import to_coefficients
+from weightstep.stepping.motion import start_warp
 from weightstep.stepping.step import (
     FrameStep,
     StepMemory,
@@ -40,6 +41,7 @@ from weightstep.stepping.step import (
     split_kind,
 )
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, forward_with
+from weightstep.stepping.warp import warp_state, warp_targets
 
 # (network, target frame (1,3,H,W), fit first?) -> the coded anchor
 AnchorCoder = Callable[[nn.Module, torch.Tensor, bool], CodedNetwork]
@@ -67,6 +69,7 @@ class StepSettings:
     kind: str = "l0"  # the step kind (stepping.step.STEP_KINDS): an update, a warp, or both
     warp_grid: int = 8  # displacement nodes per side of a warp (the codec config's default)
     warp_lr: float = 0.05  # Adam lr of the warp's values (pixels)
+    warp_init: str = "estimate"  # a warp starts from a motion estimate when it beats the previous warp (motion.py)
     refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
     pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
 
@@ -97,6 +100,8 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     mlp = any(target.kind == "coords" for target in getattr(net, "warp_targets", tuple)())
     subset = int(round(settings.pixel_share * height * width)) if mlp and settings.pixel_share < 1.0 else 0
     picker = torch.Generator().manual_seed(spec.seed)
+    estimate = split_kind(settings.kind)[0] and settings.warp_init == "estimate"
+    previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
@@ -104,6 +109,19 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             target = frames[t:t + 1]
             target_cpu = target.detach().cpu()
             flat_target = target[0].reshape(3, -1).t()
+            warp_start = None
+            if estimate:
+                moving = warp_targets(net)
+
+                def warped_error(values, state=state, target=target, moving=moving) -> float:
+                    with torch.no_grad():
+                        shift = torch.as_tensor(values, dtype=torch.float32, device=device)
+                        moved = {k: v.to(device) for k, v in state.items()}
+                        moved.update(warp_state(moved, moving, shift, width, height, settings.warp_grid, exact=False))
+                        return float(torch.mean((forward_with(net, moved) - target) ** 2))
+
+                values, warp_start = start_warp(previous, target, settings.warp_grid, memory.warp, warped_error)
+                memory = dataclasses.replace(memory, warp=values)
             step = FrameStep(net, {k: v.to(device) for k, v in state.items()}, spec, settings.kind, memory,
                              warp_grid=settings.warp_grid, width=width, height=height).to(device)
             generator = torch.Generator(device=device).manual_seed(spec.seed + t)
@@ -130,6 +148,8 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
                           "fit_seconds": report.seconds, "stopped_by": report.stopped_by,
                           "open_gates": step.open_count(), "step_seconds": time.perf_counter() - started})
+            if warp_start is not None:
+                facts["warp_start"] = warp_start
             cost = step_mse + lam_per_bit * 8 * len(data)
             if settings.refresh == "auto" and cost > anchor_cost:
                 fresh = code_anchor(net, target, True)
@@ -139,9 +159,10 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
                     fresh.report.update({"replaced_step_bytes": len(data), "replaced_step_psnr": facts["psnr"]})
                     coded.append(CodedFrame("anchor", fresh.data, fresh.frame, fresh.report))
                     state, memory, anchor_cost = initial_state(net, fresh.weights, settings.kind), StepMemory(), fresh_cost
+                    previous = fresh.frame
                     progress.update(task, advance=1, status=f"frame {t}: fresh anchor")
                     continue
-            state = new_state
+            state, previous = new_state, frame
             coded.append(CodedFrame("step", data, frame, facts))
             progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
     return coded
