@@ -4,14 +4,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from weightstep.stepping.motion import estimate_warp, predict, start_warp
-from weightstep.stepping.warp import warp_count
+from weightstep.stepping.motion import estimate_warp, start_warp
+from weightstep.stepping.warp import displacement, warp_count
 
 
 def _texture(height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     noise = torch.rand(1, 3, height + 8, width + 8, generator=g)
     return F.avg_pool2d(noise, 3, stride=1)[..., 1:height + 1, 1:width + 1]  # smooth but textured
+
+
+def predict(previous: torch.Tensor, values: np.ndarray, grid: int) -> torch.Tensor:
+    """``previous`` (1, 3, H, W) resampled through the warp ``values`` (bilinear, border clamped)."""
+    frame = previous.detach().to("cpu", torch.float32)
+    height, width = frame.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    dx, dy = displacement(torch.as_tensor(values, dtype=torch.float32), xs, ys, width, height, grid)
+    u = ((xs + dx).clamp(0, width - 1) + 0.5) * (2.0 / width) - 1.0
+    v = ((ys + dy).clamp(0, height - 1) + 0.5) * (2.0 / height) - 1.0
+    return F.grid_sample(frame, torch.stack([u, v], dim=-1)[None], mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def _shift(frame: torch.Tensor, dx: int, dy: int) -> torch.Tensor:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from weightstep.stepping.warp import displacement, warp_count
+from weightstep.stepping.warp import warp_count
 
-__all__ = ["estimate_warp", "start_warp", "predict", "SEARCH_RADIUS"]
+__all__ = ["estimate_warp", "start_warp", "SEARCH_RADIUS"]
 
 SEARCH_RADIUS = 6  # pixels each way: carphone moves 1-3 px a frame, bikes (320 wide) up to ~6
 MIN_GAIN = 0.02  # a node moves only if that lowers its error by 2 % (flat regions stay put)
@@ -92,19 +92,6 @@ def estimate_warp(previous: torch.Tensor, target: torch.Tensor, grid: int,
     else:
         values[4:6] = out[:, 0, 0]
     return values
-
-
-def predict(previous: torch.Tensor, values: np.ndarray, grid: int) -> torch.Tensor:
-    """``previous`` (1, 3, H, W) resampled through the warp ``values`` (bilinear, border clamped)."""
-    frame = previous.detach().to("cpu", torch.float32)
-    height, width = frame.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
-    dx, dy = displacement(torch.as_tensor(values, dtype=torch.float32), xs, ys, width, height, grid)
-    u = ((xs + dx).clamp(0, width - 1) + 0.5) * (2.0 / width) - 1.0
-    v = ((ys + dy).clamp(0, height - 1) + 0.5) * (2.0 / height) - 1.0
-    return F.grid_sample(frame, torch.stack([u, v], dim=-1)[None], mode="bilinear", padding_mode="border",
-                         align_corners=False)
 
 
 def start_warp(previous: torch.Tensor, target: torch.Tensor, grid: int, last: np.ndarray | None,
