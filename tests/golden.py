@@ -48,6 +48,9 @@ CASES: dict[str, tuple[str, dict[str, str], str]] = {
                                             "rgb16x3"),
     "weightstep-dip-dense-gop2": ("weightstep", {"inr": "dip", "dip_channels": "4", "dip_levels": "2",
                                                  "update": "dense", "gop": "2", **_STEPS}, "rgb16x3"),
+    "weightstep-grid-warp+latent": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
+                                                   "grid_context_hidden": "4", "update": "warp+latent",
+                                                   "warp_grid": "2", **_STEPS}, "rgb16x3"),
     "full-mlp": ("full-mlp", {"width": "16", "depth": "2", "epochs": "10", "batch": "256", "device": "cpu"},
                  "rgb16x3"),
     "full-cnn-pruned": ("full-cnn", {"dip_channels": "4", "dip_levels": "2", "epochs": "10", "prune": "0.3",
@@ -108,20 +111,21 @@ def decode(data: bytes):
 
 def fragile_values(data: bytes, frames: int) -> list[list[int]]:
     """[frame, index] of each rendered value within FRAGILE_LEVELS of a rounding boundary, found by
-    watching the renderer's float output (netcoding.to_8bit) while the file decodes."""
-    import weightstep.codecs.netcoding as netcoding
+    watching the renderer's float output (inr.render.to_8bit, which every INR decoder's render
+    calls) while the file decodes."""
+    import weightstep.inr.render as render_module
 
-    seen, original = [], netcoding.to_8bit
+    seen, original = [], render_module.to_8bit
 
     def spy(values):
         seen.append(values.detach().cpu().clamp(0, 1).numpy().reshape(values.shape[0], -1) * 255.0)
         return original(values)
 
-    netcoding.to_8bit = spy
+    render_module.to_8bit = spy
     try:
         decode(data)
     finally:
-        netcoding.to_8bit = original
+        render_module.to_8bit = original
     rendered = np.concatenate(seen)
     assert rendered.shape[0] == frames, f"saw {rendered.shape[0]} rendered frames of {frames}"
     distance = np.abs(rendered - np.floor(rendered) - 0.5)

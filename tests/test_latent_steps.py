@@ -131,3 +131,39 @@ def test_damaged_block_headers_are_refused():
     damaged[block_byte + 1] = 0  # P(coded) = 0
     with pytest.raises(BitstreamError, match="probability"):
         decode_latent(bytes(damaged), _shapes(), latents)
+
+
+def test_the_first_layout_still_decodes():
+    """Streams of format 1 hold the level bytes and one Laplace blob, without block flags."""
+    from weightstep.coding.latents import encode_chunks
+
+    level0 = np.zeros(120, np.int32)
+    level0[[3, 50, 51]] = [2, -1, 1]
+    legacy = bytes([20, 0]) + encode_chunks([(level0, np.zeros(120), np.full(120, scale_of(20)))])
+    decoded = decode_latent(legacy, _shapes(), ("latents.0", "latents.1"), blocks=False)
+    assert torch.equal(decoded["latents.0"].reshape(-1), torch.from_numpy(level0.astype(np.float32)))
+    assert not decoded["latents.1"].any()
+    with pytest.raises(BitstreamError):
+        decode_latent(legacy, _shapes(), ("latents.0", "latents.1"))  # not a block-coded frame
+
+
+def test_a_stated_support_or_probability_the_encoder_would_not_write_is_refused():
+    residual = torch.zeros(1, 1, 12, 10)
+    residual[0, 0, :4, :4] = 3.0
+    data, _, _ = code_latent(_update(residual), lambda d: float((d["latents.0"] - residual).pow(2).sum()), 1e-6)
+    latents = ("latents.0", "latents.1")
+    head = 2 + 1 + 1  # level codes, block size, one probability
+    assert data[head:head + 2] == bytes([0, 3])  # support [0, 3]
+    wider = data[:head] + bytes([1, 3]) + data[head + 2:]  # [-1, 3]: the integers never reach -1
+    with pytest.raises(BitstreamError):
+        decode_latent(wider, _shapes(), latents)
+    other_p = bytearray(data)
+    other_p[head - 1] = (other_p[head - 1] % 255) + 1
+    with pytest.raises(BitstreamError):
+        decode_latent(bytes(other_p), _shapes(), latents)
+
+
+def test_latent_grids_of_several_planes_are_refused():
+    base = {"latents.0": torch.zeros(1, 2, 4, 4)}
+    with pytest.raises(ValueError, match="one plane"):
+        LatentUpdate(base, ("latents.0",), lr=0.05)

@@ -47,6 +47,34 @@ def test_latent_residual_steps_round_trip_exactly_on_the_grid(update, clip, tmp_
     assert all("threshold" in step for step in result.extra["steps"])
 
 
+def test_latent_streams_state_their_layout_and_others_keep_format_1(clip, tmp_path):
+    """Only the latent kinds changed layout (format 2); a stream says which it holds, a header that
+    does not fit its kind is refused, and every other kind still writes (and keys jobs by) format 1."""
+    import json
+
+    latent = registry.create("weightstep", {"inr": "grid", "update": "latent", "lambda": "1e-4", **FAST,
+                                            **TINY["grid"]})
+    assert latent.describe()["format"] == 2 and registry.create("weightstep", {"update": "l0"}).describe()["format"] == 1
+    harness.run(latent, clip, tmp_path / "c.wsv")
+    data = (tmp_path / "c.wsv").read_bytes()
+    container = Container.from_bytes(data)
+    assert container.header["format"] == 2
+    for wrong in (3, 0):
+        header = {**container.header, "format": wrong}
+        forged = Container(codec=container.codec, header=header, sections=container.sections).to_bytes()
+        with pytest.raises(BitstreamError, match="format"):
+            latent.decode(forged)
+    lowrank = registry.create("weightstep", {"inr": "grid", "update": "lowrank", "lambda": "1e-4", **FAST,
+                                             **TINY["grid"]})
+    harness.run(lowrank, clip, tmp_path / "l.wsv")
+    other = Container.from_bytes((tmp_path / "l.wsv").read_bytes())
+    assert other.header["format"] == 1
+    forged = Container(codec=other.codec, header={**other.header, "format": 2}, sections=other.sections).to_bytes()
+    with pytest.raises(BitstreamError, match="does not fit"):
+        lowrank.decode(forged)
+    assert json.loads(json.dumps(other.header))["format"] == 1
+
+
 def test_latent_steps_need_a_latent_grid_network():
     with pytest.raises(ConfigError, match="latent grids"):
         registry.create("weightstep", {"inr": "siren", "update": "warp+latent"})

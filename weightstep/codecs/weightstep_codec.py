@@ -38,7 +38,12 @@ from weightstep.video import Video
 ANCHOR = "ANCH"  # section of a full network (frame 0 of each GOP)
 STEP = "STEP"  # section of one weight update
 SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
-FORMAT = 1  # layout of this codec's sections; bump when it changes
+# Layout versions of this codec's sections, bumped when one changes; a stream states the one it
+# uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
+# latent kinds' residual in blocks with skip flags (stepping/latent.py). A stream whose step kind
+# did not change keeps writing 1, so its files and the job keys of its results stay as they were.
+FORMAT = 2
+LATENT_BLOCKS = 2
 
 
 # Frames up to this many pixels (320x180) get the full default anchor steps; larger frames get
@@ -172,6 +177,10 @@ class WeightStepConfig:
             unused.add("step_patience")
         return frozenset(unused)
 
+    def stream_format(self) -> int:
+        """The section layout version this config writes (see FORMAT)."""
+        return LATENT_BLOCKS if split_kind(self.update)[1] == "latent" else 1
+
     def gop_size(self) -> int:
         """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
         return 0 if self.gop == "auto" else int(self.gop)
@@ -244,7 +253,7 @@ class WeightStepCodec(Codec):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info["format"] = FORMAT
+        info["format"] = self.config.stream_format()
         return info
 
     def _network(self, height: int, width: int, device: torch.device | None = None):
@@ -282,7 +291,7 @@ class WeightStepCodec(Codec):
             coded += schedule(net, frames[start:start + count], cfg.update_spec(video.width * video.height),
                               cfg.step_settings(count), self._code_anchor, label=label, **extra)
         header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
-                  "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": FORMAT,
+                  "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": cfg.stream_format(),
                   "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
         data = Container(codec=self.name, header=header, sections=sections).to_bytes()
@@ -297,8 +306,8 @@ class WeightStepCodec(Codec):
     def decode(self, data: bytes) -> Video:
         container = Container.from_bytes(data)
         header = container.header
-        if container.codec != self.name or header.get("format") != FORMAT:
-            raise BitstreamError(f"not a {self.name} stream of format {FORMAT}")
+        if container.codec != self.name or header.get("format") not in range(1, FORMAT + 1):
+            raise BitstreamError(f"not a {self.name} stream of format 1 to {FORMAT}")
         from weightstep.config import build
 
         try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
@@ -308,6 +317,9 @@ class WeightStepCodec(Codec):
             raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
         if cfg != self.config:
             return type(self)(cfg).decode(data)
+        stream_format = header["format"]
+        if stream_format not in (1, cfg.stream_format()):
+            raise BitstreamError(f"{self.name} stream: format {stream_format} does not fit update={cfg.update}")
         width, height, frames = header["width"], header["height"], header["frames"]
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
@@ -333,7 +345,8 @@ class WeightStepCodec(Codec):
             else:
                 state, maps = decode_frame_step(section, cfg.update, state, shapes, targets, maps,
                                                 warp_grid=cfg.warp_grid, width=width, height=height, frozen=frozen,
-                                                latents=latent_names(net))
+                                                latents=latent_names(net),
+                                                latent_blocks=stream_format >= LATENT_BLOCKS)
             out.append(render(net, state).cpu())
         return Video(identity=f"decoded:{self.name}", fps=header["fps"],
                      rgb_frames=frames_to_numpy(torch.cat(out)))

@@ -25,7 +25,7 @@ Frame layout (after the warp, when there is one)::
     L bytes   one per latent level (finest first): 0 = no residual on that level, k >= 1 = its
               coded blocks' integers are under Laplace(0, 2^((k - 1) / 8 - 6))
     -- only when some level byte is not 0:
-    uint8     b: blocks are 2^b x 2^b latents (b in 2..5; edge blocks are cut by the level)
+    uint8     b: blocks are 2^b x 2^b latents (b in 2..4; edge blocks are cut by the level)
     P bytes   per coded level, in order: k in 1..255, P(a block is coded) = k / 256
     varint    -lo, then varint hi: the integers' support [lo, hi] (lo <= 0 <= hi, not both 0)
     words     ANS words: per coded level its block flags (raster order), then per coded level
@@ -33,8 +33,11 @@ Frame layout (after the warp, when there is one)::
               integers in raster order)
 
 The level count and each level's size come from the network the decoder builds from the
-config, never from the data; a coded block with no non-zero integer, or a coded level with
-no coded block, is refused (the encoder never writes one).
+config, never from the data. What the encoder never writes is refused: a coded block with no
+non-zero integer, a coded level with no coded block, a block probability other than the flags'
+own frequency, a support other than the integers' [min, max]. Streams of format 1 hold the
+first layout (no block byte and flags; one Laplace blob of the coded levels), which
+:func:`decode_latent` still reads.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from torch import nn
 
 from weightstep.coding.entropy import SegmentReader, SegmentWriter
 from weightstep.coding.framing import ByteReader, put_varint
-from weightstep.coding.latents import ideal_bits
+from weightstep.coding.latents import ChunkDecoder, ideal_bits
 from weightstep.errors import BitstreamError
 from weightstep.inr.latent_context import laplace_bits
 from weightstep.stepping.kindcode import MAX_ABS_Q, Search, register_base
@@ -81,6 +84,8 @@ class LatentUpdate(nn.Module):
         self.latents = tuple(name for name in self.names if name in set(latent_names))
         if not self.latents:
             raise ValueError("the latent step kind needs a network with latent grids (inr=grid)")
+        if any(math.prod(base[name].shape[:-2]) != 1 for name in self.latents):
+            raise ValueError("the latent step kind codes latent grids of one plane each (N = C = 1)")
         self.lr = float(lr)
         self.residuals = nn.ParameterList(nn.Parameter(torch.zeros_like(base[name])) for name in self.latents)
         self.log_scale = nn.Parameter(torch.full((len(self.latents),), INIT_LOG_SCALE,
@@ -129,21 +134,22 @@ class LatentUpdate(nn.Module):
         return out
 
 
-def _best_scale(q: np.ndarray) -> int:
-    """The level code whose Laplace(0, s) gives ``q`` the fewest bits (q not all zero)."""
-    flat = q.reshape(-1).astype(np.float64)
-    lo, hi = int(flat.min()), int(flat.max())
-    mean_abs = float(np.abs(flat).mean())
+def _best_scale(values: np.ndarray, lo: int, hi: int) -> int:
+    """The level code whose Laplace(0, s) on support [lo, hi] gives ``values`` the fewest bits."""
+    symbols, counts = np.unique(values.reshape(-1).astype(np.int64), return_counts=True)
+    mean_abs = float((np.abs(symbols) * counts).sum() / counts.sum())
     guess = round((math.log2(max(mean_abs, 1e-3)) - SCALE_OFFSET) * SCALE_DIVISIONS) + 1
     best, best_bits = 1, math.inf
     for code in range(max(1, guess - 24), min(255, guess + 24) + 1):
-        bits = ideal_bits(flat, np.zeros(flat.size), np.full(flat.size, scale_of(code)), min(lo, 0), max(hi, 0))
+        scale = np.full(symbols.size, scale_of(code))
+        per_symbol = [ideal_bits(symbols[k:k + 1], np.zeros(1), scale[k:k + 1], lo, hi) for k in range(symbols.size)]
+        bits = float(np.dot(per_symbol, counts))
         if bits < best_bits:
             best, best_bits = code, bits
     return best
 
 
-BLOCK_BITS = (2, 3, 4, 5)  # block sides the layout allows: 4, 8, 16, 32 latents
+BLOCK_BITS = (2, 3, 4)  # block sides the layout allows (and the encoder tries): 4, 8, 16 latents
 FIRST_BLOCK_BITS = 3  # the side the dead zone is chosen at (8 latents); 4 and 16 are then tried
 
 
@@ -188,19 +194,19 @@ def _laplace(lo: int, hi: int, code: int):
 
 def _frame(levels: list[np.ndarray], bits: int) -> bytes:
     """The frame (module docstring) of integer residuals ``levels`` (finest first), blocks of 2^bits."""
-    codes, coded = [], []
-    for q in levels:
-        if not q.any():
+    parts = [_flags(q, bits) if q.any() else None for q in levels]
+    values = [q.reshape(-1)[part[1]] for q, part in zip(levels, parts, strict=True) if part is not None]
+    if not values:
+        return bytes(len(levels))
+    lo, hi = min(0, *(int(v.min()) for v in values)), max(0, *(int(v.max()) for v in values))
+    codes, coded, chunks = [], [], iter(values)
+    for part in parts:
+        if part is None:
             codes.append(0)
             continue
-        flags, positions = _flags(q, bits)
-        values = q.reshape(-1)[positions]
-        codes.append(_best_scale(values))
-        coded.append((flags, values, codes[-1]))
-    if not coded:
-        return bytes(codes)
-    lo = min(0, *(int(v.min()) for _, v, _ in coded))
-    hi = max(0, *(int(v.max()) for _, v, _ in coded))
+        chunk = next(chunks)
+        codes.append(_best_scale(chunk, lo, hi))
+        coded.append((part[0], chunk, codes[-1]))
     head = bytearray(codes)
     head.append(bits)
     head += bytes(_p_code(flags) for flags, _, _ in coded)
@@ -241,7 +247,7 @@ def code_latent(update: LatentUpdate, distortion: Callable[[dict[str, torch.Tens
         search.offer((threshold, FIRST_BLOCK_BITS), lambda t=threshold: build(t))
     if search.best_key != ("nothing",):
         threshold = search.best_key[0]
-        for bits in BLOCK_BITS[:3]:
+        for bits in BLOCK_BITS:
             search.offer((threshold, bits), lambda b=bits: build(threshold, b))
     cost, bits_total, dist, (data, delta, (levels, block_bits)) = search.best
     key = search.best_key
@@ -262,18 +268,31 @@ def _delta(shapes: Mapping[str, tuple[int, ...]], latents: Sequence[str],
 
 
 def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
-                  latents: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The decoder's Δ (name -> float32 tensor, every name of ``shapes``) of a :func:`code_latent` frame."""
+                  latents: Sequence[str], *, blocks: bool = True) -> dict[str, torch.Tensor]:
+    """The decoder's Δ (name -> float32 tensor, every name of ``shapes``) of a :func:`code_latent` frame.
+
+    ``blocks`` False reads the first layout (streams of format 1): the level bytes, then every
+    coded level's integers under its Laplace in one :func:`~weightstep.coding.latents.encode_chunks`
+    blob, without block flags."""
     shape_of = dict(shapes)
     missing = [name for name in latents if name not in shape_of]
     if not latents or missing:
         raise BitstreamError("latent step: the network has no latent grids to step")
+    if any(math.prod(shape_of[name][:-2]) != 1 for name in latents):
+        raise BitstreamError("latent step: a latent grid of more than one plane")
     reader = ByteReader(bytes(data), "latent step")
     codes = list(reader.take(len(latents), "level codes"))
     levels = [np.zeros(math.prod(shape_of[name]), np.int32) for name in latents]
     if not any(codes):
         if reader.rest():
             raise BitstreamError("latent step: data after an empty residual")
+        return _delta(shape_of, latents, levels)
+    if not blocks:
+        decoder = ChunkDecoder(reader.rest())
+        for i, code in enumerate(codes):
+            if code:
+                levels[i] = decoder.decode(np.zeros(levels[i].size), np.full(levels[i].size, scale_of(code)))
+        decoder.finish()
         return _delta(shape_of, latents, levels)
     bits = reader.take(1, "block size")[0]
     if bits not in BLOCK_BITS:
@@ -285,6 +304,7 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
     lo, hi = -reader.varint("support low"), reader.varint("support high")
     if lo < -MAX_ABS_Q or hi > MAX_ABS_Q or lo == hi:
         raise BitstreamError(f"latent step: support [{lo}, {hi}] out of range")
+    low_seen, high_seen = 0, 0
     stream = SegmentReader(reader.rest(), "latent step")
     layout = []
     for i, p_code in zip(coded, p_codes, strict=True):
@@ -292,6 +312,8 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
         flags = stream.take(starts.size - 1, _bernoulli(p_code)).astype(bool)
         if not flags.any():
             raise BitstreamError(f"latent step: level {i} is coded but none of its blocks is")
+        if _p_code(flags) != p_code:
+            raise BitstreamError(f"latent step: level {i}'s block probability does not match its flags")
         layout.append((i, positions, starts, flags))
     for (i, positions, starts, flags) in layout:
         keep = np.repeat(flags, np.diff(starts))
@@ -303,5 +325,8 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
         if not nonzero.all():
             raise BitstreamError(f"latent step: a coded block of level {i} holds no non-zero integer")
         levels[i][where] = values
+        low_seen, high_seen = min(low_seen, int(values.min())), max(high_seen, int(values.max()))
     stream.finish()
+    if (low_seen, high_seen) != (lo, hi):
+        raise BitstreamError(f"latent step: the integers span [{low_seen}, {high_seen}], not the stated [{lo}, {hi}]")
     return _delta(shape_of, latents, levels)

@@ -84,7 +84,9 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     """Anchor on ``frames[0]``, then one fitted and coded step per following frame.
 
     Each step starts from the decoder's state of the previous frame, its gate logits from the
-    previous step's (warm start) and its warp from the previous warp (motion persists); its fit
+    previous step's (warm start) and its warp from a motion estimate on the decoded previous
+    frame or the previous warp, whichever renders the target better (``warp_init='estimate'``;
+    'previous': the previous warp, motion persists); its fit
     stops early when D + lam R stops improving. With ``refresh='auto'``, a step whose D + lam R
     exceeds that of the last anchor triggers a fresh anchor fit on the same frame, and the
     cheaper of the two is coded.

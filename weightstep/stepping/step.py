@@ -93,7 +93,7 @@ class StepMemory:
 
     maps: dict[str, np.ndarray] | None = None  # change maps of the last update (conditional map coding)
     logits: dict[str, torch.Tensor] | None = None  # gate logits of the last update (warm start)
-    warp: np.ndarray | None = None  # decoded values of the last warp (motion persists: next init)
+    warp: np.ndarray | None = None  # where the next warp's fit starts: the last decoded warp (or a motion estimate)
     gate_bits: float = GATE_BITS  # what an open gate cost in the last coded update
     facts: dict = field(default_factory=dict)
 
@@ -242,11 +242,12 @@ def _to(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -
 def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
                       shapes: Sequence[tuple[str, tuple[int, ...]]], targets: Sequence[WarpTarget],
                       maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int,
-                      frozen: frozenset[str] = frozenset(), latents: Sequence[str] = ()
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+                      frozen: frozenset[str] = frozenset(), latents: Sequence[str] = (),
+                      latent_blocks: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
     """The decoder's side of :func:`code_frame_step`: (new state, change maps for the next step).
 
-    ``latents`` names the latent grids (the ``latent`` kind steps those)."""
+    ``latents`` names the latent grids (the ``latent`` kind steps those); ``latent_blocks`` False
+    reads the latent kind's first layout (streams of format 1)."""
     has_warp, part = split_kind(kind)
     state = dict(state)
     if has_warp:
@@ -267,7 +268,7 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
     elif part == "film":
         delta = decode_film(data, {n: v.detach().cpu() for n, v in base.items()}, frozen)
     elif part == "latent":
-        delta = decode_latent(data, shapes, latents)
+        delta = decode_latent(data, shapes, latents, blocks=latent_blocks)
     else:
         delta, maps = decode_update(data, shapes, maps, part)
     state.update(apply_delta(base, delta))

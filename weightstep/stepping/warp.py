@@ -271,8 +271,8 @@ def exact_warp(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget],
 
 
 class WarpField(nn.Module):
-    """The trainable warp of one step, started from ``init`` (the previous frame's decoded warp:
-    motion persists) or from the identity."""
+    """The trainable warp of one step, started from ``init`` (what :func:`~weightstep.stepping.motion.start_warp`
+    chose: a motion estimate or the previous frame's decoded warp) or from the identity."""
 
     def __init__(self, grid: int, init: np.ndarray | None = None, device: torch.device | str | None = None):
         super().__init__()
