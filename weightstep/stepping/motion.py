@@ -33,16 +33,18 @@ MIN_GAIN = 0.02  # a node moves only if that lowers its error by 2 % (flat regio
 LUMA = (0.2126, 0.7152, 0.0722)  # BT.709 weights: the matching runs on luma
 
 
-def _luma(frame: torch.Tensor) -> torch.Tensor:
-    """(1, 3, H, W) or (3, H, W) RGB -> (H, W) float64 luma on the CPU."""
-    rgb = frame.detach().to("cpu", torch.float64).reshape(-1, *frame.shape[-2:])[-3:]
+def _luma(frame: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(1, 3, H, W) or (3, H, W) RGB -> (H, W) float32 luma on ``device``."""
+    rgb = frame.detach().to(device, torch.float32).reshape(-1, *frame.shape[-2:])[-3:]
     return sum(w * rgb[i] for i, w in enumerate(LUMA))
 
 
-def _tents(size: int, grid: int) -> torch.Tensor:
+def _tents(size: int, grid: int, device: torch.device) -> torch.Tensor:
     """(grid, size) bilinear weights of each node over the pixels of one axis (nodes at both ends)."""
-    position = torch.arange(size, dtype=torch.float64) * ((grid - 1) / max(size - 1, 1))
-    nodes = torch.arange(grid, dtype=torch.float64)[:, None]
+    if grid < 2:
+        return torch.ones(1, size, device=device)
+    position = torch.arange(size, dtype=torch.float32, device=device) * ((grid - 1) / max(size - 1, 1))
+    nodes = torch.arange(grid, dtype=torch.float32, device=device)[:, None]
     return (1.0 - (position[None, :] - nodes).abs()).clamp(min=0.0)
 
 
@@ -60,20 +62,20 @@ def estimate_warp(previous: torch.Tensor, target: torch.Tensor, grid: int,
     """Warp values (the layout of :func:`~weightstep.stepping.warp.displacement`, float64) that move
     ``previous`` onto ``target`` (both RGB frames of one size): node displacements for grid >= 1,
     a global translation (the affine part) for grid 0."""
-    prev, tgt = _luma(previous), _luma(target)
+    device = target.device  # the search runs where the frames are (a GPU when there is one), in float32
+    prev, tgt = _luma(previous, device), _luma(target, device)
     height, width = tgt.shape
     r = int(radius)
     padded = F.pad(prev[None, None], (r, r, r, r), mode="replicate")[0, 0]
     nodes = max(int(grid), 1)
-    wy, wx = (_tents(height, nodes), _tents(width, nodes)) if nodes >= 2 else \
-        (torch.ones(1, height, dtype=torch.float64), torch.ones(1, width, dtype=torch.float64))
+    wy, wx = _tents(height, nodes, device), _tents(width, nodes, device)
     side = 2 * r + 1
-    cost = torch.empty(side, side, nodes, nodes, dtype=torch.float64)
+    cost = torch.empty(side, side, nodes, nodes, device=device)
     for iy in range(side):
         for ix in range(side):
             shifted = padded[iy:iy + height, ix:ix + width]  # previous at (x + ix - r, y + iy - r)
             cost[iy, ix] = wy @ (tgt - shifted).pow(2) @ wx.t()
-    cost = cost.reshape(side * side, nodes, nodes).numpy()
+    cost = cost.reshape(side * side, nodes, nodes).cpu().double().numpy()
     still = cost[r * side + r]
     best = cost.argmin(axis=0)
     out = np.zeros((2, nodes, nodes))
