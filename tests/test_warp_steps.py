@@ -135,35 +135,32 @@ def test_damaged_warp_blobs_are_refused_or_decode_to_bounded_values():
         assert q.shape == (W.warp_count(2),) and np.abs(q).max() <= W.MAX_ABS and abs(exponent) <= W.MAX_EXPONENT
 
 
-def test_a_fitted_warp_follows_a_shift(tmp_path):
-    """Frames that are the first one shifted by whole pixels: the warp step finds the shift for a few bytes."""
+def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int, identity: str, **extra) -> list[dict]:
+    """Steps' facts of a 3-frame clip whose content moves left by ``step`` px a frame (a warp-only grid codec)."""
     rng = np.random.default_rng(0)
-    base = np.cumsum(np.cumsum(rng.normal(size=(3, 20, 40)), axis=1), axis=2)
+    base = np.cumsum(np.cumsum(rng.normal(size=(3, *size)), axis=1), axis=2)
     base = (base - base.min()) / (base.max() - base.min())
-    frames = np.stack([base[:, :16, t:t + 16] for t in (0, 1, 2)]).astype(np.float32)
-    video = Video(identity="test:shift", fps=25.0, rgb_frames=frames)
+    frames = np.stack([base[:, :16, t:t + width] for t in (0, step, 2 * step)]).astype(np.float32)
+    video = Video(identity=identity, fps=25.0, rgb_frames=frames)
     params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
               "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none",
-              "warp_init": "previous"}  # the fit alone, from the identity
-    codec = registry.create("weightstep", params)
-    result = harness.run(codec, video, tmp_path / "w.wsv")
-    shifts = [step["warp_shift"][0] for step in result.extra["steps"]]
+              **extra}
+    return harness.run(registry.create("weightstep", params), video, tmp_path / "w.wsv").extra["steps"]
+
+
+def test_a_fitted_warp_follows_a_shift(tmp_path):
+    """Frames that are the first one shifted by whole pixels: the warp step finds the shift for a few bytes."""
+    steps = _shifting_clip_steps(tmp_path, 1, (20, 40), 16, "test:shift",
+                                 warp_init="previous")  # the fit alone, from the identity
+    shifts = [step["warp_shift"][0] for step in steps]
     # content moves left by 1 px a frame: each step samples about 1 px to the right of the last state
     assert all(0.5 < s < 1.6 for s in shifts) and abs(sum(shifts) - 2.0) < 0.5, shifts
-    assert all(step["bytes"] < 20 for step in result.extra["steps"])
+    assert all(step["bytes"] < 20 for step in steps)
 
 
 def test_a_motion_estimate_starts_the_warp_near_a_larger_shift(tmp_path):
     """3 px a frame, more than a fit from the identity follows: the block-matching start finds it."""
-    rng = np.random.default_rng(0)
-    base = np.cumsum(np.cumsum(rng.normal(size=(3, 24, 48)), axis=1), axis=2)
-    base = (base - base.min()) / (base.max() - base.min())
-    frames = np.stack([base[:, :16, t:t + 24] for t in (0, 3, 6)]).astype(np.float32)
-    video = Video(identity="test:shift3", fps=25.0, rgb_frames=frames)
-    params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
-              "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none"}
-    result = harness.run(registry.create("weightstep", params), video, tmp_path / "w.wsv")
-    steps = result.extra["steps"]
+    steps = _shifting_clip_steps(tmp_path, 3, (24, 48), 24, "test:shift3")
     assert steps[0]["warp_start"] == "estimate"
     assert all(2.3 < step["warp_shift"][0] < 3.5 for step in steps), [step["warp_shift"] for step in steps]
 
