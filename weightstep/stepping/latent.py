@@ -176,8 +176,12 @@ def _flags(q: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     positions, starts = block_positions(q.shape, bits)
     nonzero = (q.reshape(-1)[positions] != 0).astype(np.int64)
     flags = np.add.reduceat(nonzero, starts[:-1]) > 0 if nonzero.size else np.zeros(0, bool)
-    keep = np.repeat(flags, np.diff(starts))
-    return flags, positions[keep]
+    return flags, _coded_positions(positions, starts, flags)
+
+
+def _coded_positions(positions: np.ndarray, starts: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """The flat positions of the flagged blocks' latents in coding order (encoder and decoder alike)."""
+    return positions[np.repeat(flags, np.diff(starts))]
 
 
 def _p_code(flags: np.ndarray) -> int:
@@ -316,8 +320,7 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
             raise BitstreamError(f"latent step: level {i}'s block probability does not match its flags")
         layout.append((i, positions, starts, flags))
     for (i, positions, starts, flags) in layout:
-        keep = np.repeat(flags, np.diff(starts))
-        where = positions[keep]
+        where = _coded_positions(positions, starts, flags)
         values = stream.take(where.size, _laplace(lo, hi, codes[i]))
         sizes = np.diff(starts)[flags]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])

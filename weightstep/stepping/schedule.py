@@ -103,6 +103,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     subset = int(round(settings.pixel_share * height * width)) if mlp and settings.pixel_share < 1.0 else 0
     picker = torch.Generator().manual_seed(spec.seed)
     estimate = split_kind(settings.kind)[0] and settings.warp_init == "estimate"
+    moving = warp_targets(net) if estimate else ()
     previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
@@ -111,20 +112,18 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             target = frames[t:t + 1]
             target_cpu = target.detach().cpu()
             flat_target = target[0].reshape(3, -1).t()
+            current = {k: v.to(device) for k, v in state.items()}
             warp_start = None
             if estimate:
-                moving = warp_targets(net)
-
-                def warped_error(values, state=state, target=target, moving=moving) -> float:
+                def warped_error(values, current=current, target=target) -> float:
                     with torch.no_grad():
                         shift = torch.as_tensor(values, dtype=torch.float32, device=device)
-                        moved = {k: v.to(device) for k, v in state.items()}
-                        moved.update(warp_state(moved, moving, shift, width, height, settings.warp_grid, exact=False))
-                        return float(torch.mean((forward_with(net, moved) - target) ** 2))
+                        moved = warp_state(current, moving, shift, width, height, settings.warp_grid, exact=False)
+                        return float(torch.mean((forward_with(net, {**current, **moved}) - target) ** 2))
 
                 values, warp_start = start_warp(previous, target, settings.warp_grid, memory.warp, warped_error)
                 memory = dataclasses.replace(memory, warp=values)
-            step = FrameStep(net, {k: v.to(device) for k, v in state.items()}, spec, settings.kind, memory,
+            step = FrameStep(net, current, spec, settings.kind, memory,
                              warp_grid=settings.warp_grid, width=width, height=height).to(device)
             generator = torch.Generator(device=device).manual_seed(spec.seed + t)
 
