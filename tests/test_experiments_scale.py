@@ -474,3 +474,18 @@ def test_variants_swept_by_lambda_are_ranked_by_their_cost_at_equal_lambda():
     assert cost_change(ref, better[:1]) == (pytest.approx(expected), 1)  # only the lambdas both ran
     assert cost_change(ref, ref) == (0.0, 2)
     assert cost_change(curve([24.0], [0.1], lams=(None,)), better) == (None, 0)  # not swept by lambda
+
+
+def test_visual_comparison_picks_the_longest_clip_with_stored_bitstreams(tmp_path):
+    text = X264_PROTOCOL.format(name="vis", last=41).replace(
+        'videos = ["synthetic:scenecut"]\nframes = [4, 16]', 'videos = ["synthetic:testsrc", "synthetic:scenecut"]\nframes = [4]')
+    run_dir = tmp_path / "run"
+    run_protocol(parse_protocol(text, "t.toml"), run_dir, report=False)
+    with Store.open(run_dir) as store:
+        first = [r for r in store.rows() if "testsrc" in r["key"] or "testsrc" in (r["bitstream"] or "")]
+    assert first
+    for row in first:  # as after a resume from a committed database: the first clip's files are gone
+        (run_dir / row["bitstream"]).unlink()
+    build_report(run_dir, run_dir / "report")
+    visual = (run_dir / "report" / "summary.md").read_text().split("## Visual comparison")[1].split("\n## ")[0]
+    assert "s/scenecut" in visual and "testsrc" not in visual and "not decoded" not in visual

@@ -251,10 +251,10 @@ def crops_figure(title: str, tiles: Sequence[tuple[str, object]], columns: int =
     height, width = (tiles[0][1].shape[:2] if tiles else (64, 64))
     scale = min(2.0, 3.2 / max(1.0, width / 90))  # inches per 90 pixels: small crops are enlarged
     tile_w, tile_h = width / 90 * scale, height / 90 * scale
-    figure = _figure(cols * (tile_w + 0.2) + 0.4, rows * (tile_h + 0.55) + 0.6, legend=False)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / (rows * (tile_h + 0.55) + 0.6),
-                           wspace=0.05, hspace=0.35)
-    figure.suptitle(title)
+    total_h = rows * (tile_h + 0.55) + 0.95  # inches; 0.85 above the first row: the title and two caption lines
+    figure = _figure(cols * (tile_w + 0.2) + 0.4, total_h, legend=False)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.85 / total_h, wspace=0.05, hspace=0.35)
+    figure.suptitle(title, y=1 - 0.1 / total_h, va="top")
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
     for ax, (caption, image) in zip(axes, tiles, strict=False):
         ax.imshow(image, interpolation="nearest")

@@ -133,24 +133,40 @@ def _decoded_frame(run_dir, row: dict[str, Any], index: int) -> np.ndarray:
     return video.rgb()[index]
 
 
+def _visual_clip(data, points, dataset: str) -> tuple[str, float, dict[str, dict[str, Any]]] | None:
+    """(clip, common bpp, rows) of the dataset's longest clip with the most stored bitstreams.
+
+    A run resumed from a committed database keeps no bitstreams of its earlier jobs, so the first
+    clip may have none to decode while another has them all; ties go to the first clip.
+    """
+    best, best_count = None, -1
+    for clip in longest_clips(data, dataset):
+        target, chosen = nearest_rows(data, points, dataset, clip)
+        if not chosen:
+            continue
+        count = sum(1 for row in chosen.values()
+                    if row.get("bitstream") and (data.run_dir / row["bitstream"]).is_file())
+        if count > best_count:
+            best, best_count = (clip, target, chosen), count
+    return best
+
+
 def visual(builder) -> None:
     doc, data = builder.doc, builder.data
     doc.heading(2, "Visual comparison")
-    doc.para("The last frame of one clip per dataset (the first of its longest clips), centre crop of at most "
-             f"{CROP_MAX[0]}x{CROP_MAX[1]} pixels shown pixel for pixel: the source, then each technique at its rate "
-             "point nearest the common bpp, decoded from its stored bitstream.")
+    doc.para("The last frame of one clip per dataset (of its longest clips, the first with the most stored "
+             f"bitstreams), centre crop of at most {CROP_MAX[0]}x{CROP_MAX[1]} pixels shown pixel for pixel: the "
+             "source, then each technique at its rate point nearest the common bpp, decoded from its stored "
+             "bitstream.")
     from weightstep.video.readers import open_video
 
     problems = []
     shown = False
     for dataset in data.datasets:
-        clips = longest_clips(data, dataset)
-        if not clips:
+        picked = _visual_clip(data, builder.points, dataset)
+        if picked is None:
             continue
-        clip = clips[0]
-        target, chosen = nearest_rows(data, builder.points, dataset, clip)
-        if not chosen:
-            continue
+        clip, target, chosen = picked
         first = next(iter(chosen.values()))
         index = int(first["result"]["frames"]) - 1
         try:
