@@ -153,3 +153,20 @@ def test_quantisation_fine_tune_uses_the_network_kind_lr_and_the_codec_seed():
         settings = WeightStepConfig(inr=kind, seed=7).anchor_settings(fit_first=False)
         assert settings.fit is None and settings.qat_lr == pytest.approx(0.1 * lr) and settings.seed == 7
     assert dataclasses.replace(WeightStepConfig(), anchor_lr=0.5).anchor_settings(True).qat_lr == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_fitting_upsamples_by_matrices_to_the_kernels_function(mode):
+    """Autograd on: A_h @ level @ A_w^T; off (coded renders, the decoder): torch's kernel. Same function."""
+    spec = NetworkSpec(kind="grid", grid_levels=5, grid_hidden=4, grid_upsample=mode, seed=3)
+    net = build_network(spec, 37, 50)  # odd sizes: the crop after each level's upsampling matters
+    generator = torch.Generator().manual_seed(0)
+    for grid in net.latents:
+        grid.data = torch.randn(grid.shape, generator=generator)
+    with torch.no_grad():
+        kernel = net.upsampled(list(net.latents))
+    fitted = net.upsampled(list(net.latents))
+    assert fitted.requires_grad and fitted.shape == kernel.shape == (1, 5, 37, 50)
+    assert torch.allclose(fitted, kernel, atol=1e-5) and not torch.equal(fitted, kernel)
+    fitted.square().sum().backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in net.latents)

@@ -19,6 +19,7 @@ Parameter names: ``latents.0`` (finest) .. ``latents.{L-1}``, ``synthesis.*``, `
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,6 +35,21 @@ from weightstep.inr.spec import NetworkSpec, WarpTarget
 def level_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
     """(h, w) of each latent level, finest first: ceil(H / 2^l) x ceil(W / 2^l)."""
     return [(-(-int(height) // 2**level), -(-int(width) // 2**level)) for level in range(levels)]
+
+
+MATMUL_MAX = 320  # longest side of a level upsampled by matrices when fitting (beyond it torch's kernel is faster)
+
+
+@functools.lru_cache(maxsize=64)
+def upsample_matrix(size: int, scale: int, out: int, mode: str, device: torch.device, dtype: torch.dtype
+                    ) -> torch.Tensor:
+    """(out, size): 1-D ``mode`` upsampling by ``scale`` (align_corners=False, border clamped, as
+    F.interpolate), cropped to ``out`` samples. Column j is the upsampled unit vector e_j; the
+    2-D kernels are separable, so A_h @ x @ A_w^T is the 2-D upsampling of x up to rounding."""
+    with torch.no_grad():
+        eye = torch.eye(size, device=device, dtype=dtype).reshape(size, 1, 1, size)
+        up = F.interpolate(eye, size=(1, size * scale), mode=mode, align_corners=False)
+    return up.reshape(size, size * scale)[:, :out].t().contiguous()
 
 
 class GridSynthesis(nn.Module):
@@ -82,13 +98,27 @@ class GridNet(nn.Module):
         return tuple(WarpTarget(name, "map", 2**level) for level, name in enumerate(self.latent_names()))
 
     def upsampled(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """(1, L, H, W): every level upsampled to the frame and cropped."""
+        """(1, L, H, W): every level upsampled to the frame and cropped.
+
+        With autograd on (fitting), a level of at most MATMUL_MAX samples a side is upsampled as
+        A_h @ level @ A_w^T with the interpolation's own 1-D matrices: the same function up to
+        float rounding, 3-9x faster forward and backward on a CPU than torch's bicubic kernel.
+        Without autograd (every coded render, and the decoder) it is torch's kernel, so decoding
+        does not depend on which path the fit took."""
         if latents[0].is_meta:  # shape-only pass (a decoder's memory check): skip the decomposed bicubic
             return torch.empty(1, self.levels, self.height, self.width, device="meta")
+        fitting = torch.is_grad_enabled()
         planes = [latents[0][..., : self.height, : self.width]]
         for level in range(1, self.levels):
-            up = F.interpolate(latents[level], scale_factor=2**level, mode=self.upsample_mode,
-                               align_corners=False)
+            grid = latents[level]
+            if fitting and max(grid.shape[-2:]) <= MATMUL_MAX:
+                rows = upsample_matrix(grid.shape[-2], 2**level, self.height, self.upsample_mode, grid.device,
+                                       grid.dtype)
+                cols = upsample_matrix(grid.shape[-1], 2**level, self.width, self.upsample_mode, grid.device,
+                                       grid.dtype)
+                planes.append(rows @ grid @ cols.t())
+                continue
+            up = F.interpolate(grid, scale_factor=2**level, mode=self.upsample_mode, align_corners=False)
             planes.append(up[..., : self.height, : self.width])
         return torch.cat(planes, dim=1)
 
