@@ -1,18 +1,11 @@
 """The experiments at scale: module layering, the samples dataset and scene-cut source, profiles that
-shrink techniques, seeds at chosen rate points, the time estimate, progress lines, a real kill and
-resume, and the report's spread, timeline, crops and run comparison."""
+shrink techniques, seeds at chosen rate points, the time estimate, progress lines, and the report's
+spread, timeline, crops and run comparison (a real kill and resume: test_run_signals.py)."""
 
 import ast
 import io
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import fake_codecs
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -278,64 +271,6 @@ def test_cli_run_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("progress: p:")]
     assert lines[0].startswith("progress: p: 0/16 jobs") and lines[-1].startswith("progress: p: 16/16 jobs")
     assert "ETA" in lines[-1] and "\x1b[" not in result.stderr  # plain text, no terminal codes
-
-
-# a real kill ---------------------------------------------------------------------------------------------
-
-def test_a_killed_run_resumes_with_nothing_lost_or_redone(tmp_path):
-    hold = tmp_path / "hold"
-    hold.write_text("the third job waits while this file exists")
-    protocol = tmp_path / "p.toml"
-    protocol.write_text(f"""
-name = "kill"
-[[datasets]]
-name = "s"
-videos = ["synthetic:testsrc2"]
-frames = 3
-width = 64
-height = 48
-[[techniques]]
-label = "held"
-codec = "holding"
-rate_points = [{{ crf = 20 }}, {{ crf = 27 }}, {{ crf = 34, hold = "{hold}" }}, {{ crf = 41 }}]
-""")
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "WEIGHTSTEP_PROGRESS": "0",
-           "OMP_NUM_THREADS": "1", "WEIGHTSTEP_CODECS": fake_codecs.PLUGINS}
-    base = [sys.executable, "-c", "from weightstep.cli import main; main()", "run", str(protocol), "--out",
-            str(run_dir), "--no-report"]
-    process = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        done = 0
-        for _ in range(1200):  # until the two jobs before the held one are committed (at most 2 minutes)
-            if (run_dir / "results.sqlite").exists():
-                with sqlite3.connect(run_dir / "results.sqlite", timeout=30) as db:
-                    try:
-                        done = db.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done = 0
-            if done >= 2 or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert done == 2 and process.poll() is None  # the third job is held in the middle of its encode
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    with Store.open(run_dir) as store:
-        before = {r["key"]: (r["bitstream"], r["finished"]) for r in store.rows() if r["status"] == "done"}
-        assert store.latest_run()["status"] == "running"  # killed: it never got to say otherwise
-    blobs = {key: (run_dir / path).read_bytes() for key, (path, _) in before.items()}
-    hold.unlink()
-    finished = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr
-    assert "2 done now, 2 done before, 0 failed" in finished.stdout
-    with Store.open(run_dir) as store:
-        rows = {r["key"]: r for r in store.rows()}
-        assert [r["status"] for r in store.runs()] == ["killed", "finished"]
-    assert len(rows) == 4 and all(r["status"] == "done" for r in rows.values())
-    for key, (path, stamp) in before.items():  # kept, not redone
-        assert rows[key]["finished"] == stamp and (run_dir / path).read_bytes() == blobs[key]
-    assert not list(run_dir.glob("bitstreams/**/.*.part"))
 
 
 # reports ---------------------------------------------------------------------------------------------------

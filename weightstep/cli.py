@@ -6,9 +6,12 @@ one JSON object on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +57,23 @@ def handled(func):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread while the block runs (then the old handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_options(start: int, frames: int | None, crop: str | None, downscale: int, width: int | None,
@@ -224,8 +244,9 @@ def run_protocol_command(
 
     run_dir = out_dir or Path("runs") / spec.name
     try:
-        summary = run_protocol(spec, run_dir, resume=resume, jobs=jobs, executor=executor, echo=echo,
-                               report=not no_report, command=" ".join(sys.argv), address=address)
+        with _sigterm_as_interrupt():  # a batch scheduler's stop (or `kill PID`) ends the run as Ctrl-C does
+            summary = run_protocol(spec, run_dir, resume=resume, jobs=jobs, executor=executor, echo=echo,
+                                   report=not no_report, command=" ".join(sys.argv), address=address)
     except KeyboardInterrupt:
         again = [f"weightstep run {protocol} --out {run_dir} --resume"]
         again += [f"--{name} {value}" for name, value in (("profile", profile), ("data-root", data_root),
