@@ -196,8 +196,8 @@ def _map_positions(h: int, w: int, stride: float, dtype, device) -> tuple[torch.
     return (xs + 0.5) * stride - 0.5, (ys + 0.5) * stride - 0.5
 
 
-_POSITIONS: dict[tuple, tuple[torch.Tensor, ...]] = {}  # a decoder warps the same maps every frame
-_POSITIONS_KEPT = 8
+_POSITIONS: dict[tuple, tuple[torch.Tensor, ...]] = {}  # every frame and fit step warps the same maps
+_POSITIONS_KEPT = 32  # a fit warps each level on its own, the coder all levels at once
 
 
 def _concatenated_positions(layout: tuple[tuple[int, int, float], ...], dtype, device,
@@ -262,9 +262,10 @@ def warp_state(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget],
         tensor = state[target.name].to(device=device, dtype=dtype)
         if target.kind == "coords":
             field = tensor.t().reshape(2, height, width)
-            ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
-                                    torch.arange(width, dtype=dtype, device=device), indexing="ij")
-            dx, dy = displacement(values, xs, ys, width, height, grid)
+            xs, ys, *_, geometry = _concatenated_positions(((height, width, 1.0),), dtype, device,
+                                                           (width, height, grid))  # pixel centres
+            dx, dy = displacement(values, xs, ys, width, height, grid, geometry)
+            xs, ys, dx, dy = (a.reshape(height, width) for a in (xs, ys, dx, dy))
             if exact:
                 moved = sample_coords(field, xs + dx, ys + dy)
             else:
@@ -280,10 +281,10 @@ def warp_state(state: Mapping[str, torch.Tensor], targets: Sequence[WarpTarget],
         else:
             h, w = tensor.shape[-2:]
             s = float(target.stride)
-            px, py = _map_positions(h, w, s, dtype, device)
-            dx, dy = displacement(values, px, py, width, height, grid)
+            px, py, *_, geometry = _concatenated_positions(((h, w, s),), dtype, device, (width, height, grid))
+            dx, dy = displacement(values, px, py, width, height, grid, geometry)
             u, v = (px + dx + 0.5) / s - 0.5, (py + dy + 0.5) / s - 0.5
-            out[target.name] = _grid_sample(tensor, u, v, "bicubic")
+            out[target.name] = _grid_sample(tensor, u.reshape(h, w), v.reshape(h, w), "bicubic")
     for group in batch.values():
         moved = _sample_maps_exact([t for _, t, _ in group], [s for _, _, s in group], values, width, height, grid)
         out.update({name: m for (name, _, _), m in zip(group, moved, strict=True)})
