@@ -232,3 +232,18 @@ def test_the_batched_exact_warp_matches_one_map_at_a_time_bit_for_bit():
         dx, dy = W.displacement(values, px, py, width, height, grid)
         one = W.sample_map(m, (px + dx + 0.5) / s - 0.5, (py + dy + 0.5) / s - 0.5)
         assert torch.equal(moved[name], one)
+
+
+def test_the_warps_position_cache_is_bounded_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr(W, "_POSITIONS", type(W._POSITIONS)())
+    monkeypatch.setattr(W, "_POSITIONS_SAMPLES", 300)
+    values = torch.linspace(-1.5, 2.0, W.warp_count(2))
+    results = []
+    for _ in range(2):  # the second pass finds some layouts cached, others evicted: the same bits
+        out = {}
+        for size in ((10, 14), (6, 8), (12, 16)):
+            m = torch.arange(size[0] * size[1], dtype=torch.float32).reshape(1, 1, *size).sin()
+            out[size] = W.warp_state({"m": m}, (WarpTarget("m", "map", 2),), values, 2 * size[1], 2 * size[0], 2)["m"]
+            assert sum(e[0].numel() for e in W._POSITIONS.values()) <= 300 or len(W._POSITIONS) == 1
+        results.append(out)
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])

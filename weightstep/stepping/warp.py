@@ -31,6 +31,7 @@ Blob layout (one per step; ``n = 6 + 2 G^2`` values, G from the codec config)::
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import constriction
@@ -196,8 +197,11 @@ def _map_positions(h: int, w: int, stride: float, dtype, device) -> tuple[torch.
     return (xs + 0.5) * stride - 0.5, (ys + 0.5) * stride - 0.5
 
 
-_POSITIONS: dict[tuple, tuple[torch.Tensor, ...]] = {}  # every frame and fit step warps the same maps
-_POSITIONS_KEPT = 32  # a fit warps each level on its own, the coder all levels at once
+# Every frame and fit step warps the same maps, so their positions are kept, least recently used
+# out first, up to a number of samples (a sample keeps about 90 bytes: 1 << 22 of them ~ 400 MB; a
+# fit at 176x144 needs 0.1M, at 1920x1080 5.5M, where the cache thrashes and costs what it saved).
+_POSITIONS: OrderedDict[tuple, tuple] = OrderedDict()
+_POSITIONS_SAMPLES = 1 << 22
 
 
 def _concatenated_positions(layout: tuple[tuple[int, int, float], ...], dtype, device,
@@ -207,6 +211,7 @@ def _concatenated_positions(layout: tuple[tuple[int, int, float], ...], dtype, d
     grid); cached, as they depend on the layout alone (callers only read them)."""
     key = (layout, dtype, str(device), frame)
     if key in _POSITIONS:
+        _POSITIONS.move_to_end(key)
         return _POSITIONS[key]
     px, py, hs, ws, offsets, strides_e = [], [], [], [], [], []
     offset = 0
@@ -223,9 +228,9 @@ def _concatenated_positions(layout: tuple[tuple[int, int, float], ...], dtype, d
     px, py = torch.cat(px), torch.cat(py)
     entry = (px, py, torch.cat(strides_e), torch.cat(hs), torch.cat(ws), torch.cat(offsets),
              displacement_geometry(px, py, *frame))
-    if len(_POSITIONS) >= _POSITIONS_KEPT:
-        _POSITIONS.pop(next(iter(_POSITIONS)))
     _POSITIONS[key] = entry
+    while len(_POSITIONS) > 1 and sum(e[0].numel() for e in _POSITIONS.values()) > _POSITIONS_SAMPLES:
+        _POSITIONS.popitem(last=False)
     return entry
 
 
