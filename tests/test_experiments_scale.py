@@ -114,7 +114,9 @@ def test_core_cpu_plan_needs_no_data_root_and_reads_the_samples(monkeypatch):
     dvc = [j for j in plan.jobs if j.technique in ("DVC", "VCII")]
     assert dvc and all(j.status == "skipped" and "checkpoint" in j.reason for j in dvc)
     two = next(j for j in plan.jobs if j.technique == "MLP weight-stepped two-stage")
-    assert two.config["width"] == 48 and two.config["anchor_steps"] == 400  # profiles.cpu.params
+    assert two.config["width"] == 32 and two.config["anchor_steps"] == 400  # capacity's pick, at CPU scale
+    cnn = next(j for j in plan.jobs if j.technique == "CNN weight-stepped single-stage")
+    assert cnn.config["dip_channels"] == 8 and cnn.config["gop"] == "15"
     full = parse_protocol((PROTOCOLS / "core.toml").read_text(), str(PROTOCOLS / "core.toml"))
     assert full.technique("MLP weight-stepped two-stage").params["width"] == 96
     seeded = [j for j in plan.jobs if j.technique == "NeRV" and j.video_label == "carphone@30f"]
