@@ -1,5 +1,6 @@
 """`weightstep run` stopped from outside, in a real process: SIGKILL (nothing lost or redone on
---resume) and SIGTERM (a batch scheduler's stop: the same clean interruption as Ctrl-C)."""
+--resume), and Ctrl-C or SIGTERM (a batch scheduler's stop): a clean interruption that says how
+to resume."""
 
 import os
 import signal
@@ -10,16 +11,17 @@ import time
 from pathlib import Path
 
 import fake_codecs
+import pytest
 
 from weightstep.experiments.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def held_run(tmp_path: Path) -> tuple[list[str], dict[str, str], Path, Path, subprocess.Popen]:
+def held_run(tmp_path: Path) -> tuple[list[str], dict[str, str], Path, Path, Path, subprocess.Popen]:
     """A run of four jobs whose third waits while a file exists, started in a real process and
-    watched until the two before it are committed. Returns (command, env, run dir, hold file,
-    the process, still running)."""
+    watched until the two before it are committed. Returns (command, env, protocol, run dir, hold
+    file, the process, still running)."""
     hold = tmp_path / "hold"
     hold.write_text("the third job waits while this file exists")
     protocol = tmp_path / "p.toml"
@@ -41,7 +43,9 @@ rate_points = [{{ crf = 20 }}, {{ crf = 27 }}, {{ crf = 34, hold = "{hold}" }}, 
            "OMP_NUM_THREADS": "1", "WEIGHTSTEP_CODECS": fake_codecs.PLUGINS}
     base = [sys.executable, "-c", "from weightstep.cli import main; main()", "run", str(protocol), "--out",
             str(run_dir), "--no-report"]
-    process = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a child inherits an ignored SIGINT from whatever the suite ran before; give it the default back
+    process = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     done = 0
     for _ in range(1200):  # until the two jobs before the held one are committed (at most 2 minutes)
         if (run_dir / "results.sqlite").exists():
@@ -56,11 +60,11 @@ rate_points = [{{ crf = 20 }}, {{ crf = 27 }}, {{ crf = 34, hold = "{hold}" }}, 
     if not (done == 2 and process.poll() is None):  # the third job is held in the middle of its encode
         process.kill()
         raise AssertionError(f"the held run did not reach its third job ({done} done)")
-    return base, env, run_dir, hold, process
+    return base, env, protocol, run_dir, hold, process
 
 
 def test_a_killed_run_resumes_with_nothing_lost_or_redone(tmp_path):
-    base, env, run_dir, hold, process = held_run(tmp_path)
+    base, env, _, run_dir, hold, process = held_run(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     with Store.open(run_dir) as store:
@@ -80,17 +84,21 @@ def test_a_killed_run_resumes_with_nothing_lost_or_redone(tmp_path):
     assert not list(run_dir.glob("bitstreams/**/.*.part"))
 
 
-def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
-    base, env, run_dir, hold, process = held_run(tmp_path)
-    process.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a scheduler's first signal
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_run_says_how_to_resume_and_resumes(tmp_path, stop):
+    base, env, protocol, run_dir, hold, process = held_run(tmp_path)
+    process.send_signal(stop)  # the driver only: Ctrl-C's SIGINT, or `kill PID` / a scheduler's first signal
     try:
         _, stderr = process.communicate(timeout=60)
     finally:
         hold.unlink()
     assert process.returncode == 130, stderr
-    assert "interrupted; every finished job is saved" in stderr and "--resume" in stderr
-    assert "Traceback" not in stderr
+    assert "interrupted; every finished job is saved" in stderr and "Traceback" not in stderr
+    assert f"weightstep run {protocol} --out {run_dir} --resume" in stderr
     with Store.open(run_dir) as store:
         assert store.latest_run()["status"] == "interrupted"
         assert sum(r["status"] == "done" for r in store.rows()) == 2
     assert not list(run_dir.glob("bitstreams/**/.*.part"))
+    finished = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert "2 done now, 2 done before" in finished.stdout
