@@ -187,3 +187,37 @@ def test_partial_run_says_so(tmp_path, report_dir):
     assert f"Left out of the mean curves, for want of results on every clip (clips with results): {label} (1 of 2)" \
         in summary
     assert not (out / "figures" / "rd-uvg-mean.png").exists()
+
+
+def test_where_the_bits_go(report_dir):
+    summary = (report_dir / "summary.md").read_text()
+    section = summary[summary.index("## Where the bits go"):summary.index("## All RD points")]
+    # MLP two-stage at lambda=2 on an 8-frame clip: 32 dB, halfway (in PSNR) between H.264's crf 22 and
+    # crf 27 points, whose frame 0 cost 250 and 500 bytes and whose later frames 16 and 28.5 bytes on
+    # average: 353.6 and 21.35 at 32 dB (log-linear); the step result's anchor is 500 B, its steps 28.5 B
+    row = next(line for line in section.splitlines()
+               if line.startswith("| MLP two-stage | uvg/Beauty@8f | lambda=2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:5] == ["32.00", "500"] and cells[7] == "28"
+    assert cells[9:] == ["354", "21", "1.4", "1.3"]
+    # below H.264's lowest PSNR there is nothing to compare with
+    low = next(line for line in section.splitlines() if line.startswith("| MLP two-stage | uvg/Beauty@8f | lambda=1 |"))
+    assert low.rstrip().endswith("| - | - | - | - |")
+    assert "Beauty@4f" not in section  # only each dataset's longest clips
+
+
+def test_bits_split_counts_refreshes_as_anchors():
+    from weightstep.experiments.report_bits import reference_bytes, split_row
+
+    result = {"per_frame": [{"bits": b} for b in (8000, 800, 1600, 4000, 800)],
+              "extra": {"changed_weights": [None, 5, 7, None, 3],
+                        "anchors": [{"latent_bytes": 700, "weight_bytes": 200}, {"latent_bytes": 300, "weight_bytes": 200}],
+                        "steps": [{"warp_bytes": 10}, {"warp_bytes": 30}, {"warp_bytes": 20}]}}
+    parts = split_row(result)
+    assert parts["anchors"] == 2.0 and parts["weight_bytes"] == 200.0
+    assert parts["anchor"] == 750.0 and parts["step"] == pytest.approx(3200 / 3 / 8)
+    assert parts["latent_bytes"] == 500.0 and parts["warp_bytes"] == 20.0
+    assert split_row({"per_frame": [{"bits": 80}]}) is None  # one frame: no step to speak of
+    curve = [(30.0, 100.0, 10.0), (34.0, 400.0, 40.0)]
+    assert reference_bytes(curve, 32.0) == pytest.approx((200.0, 20.0))
+    assert reference_bytes(curve, 29.9) is None and reference_bytes(curve[:1], 30.0) is None

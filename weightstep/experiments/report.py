@@ -4,14 +4,15 @@
 
 - ``summary.md``: the run's provenance, how things were measured, the BD-rate tables, every
   RD point, timing against clip length, single- against two-stage, per-frame bits of
-  weight-step runs, and every job that did not run with its reason;
+  weight-step runs, where their bits go (anchor and step parts against the anchor codec's first
+  and later frames at the same PSNR), and every job that did not run with its reason;
 - ``report.html``: the same, self-contained (figures embedded as base64 PNG);
 - ``results.csv``: one row per job of the run's grid (done, failed and skipped);
 - ``figures/*.png``: the figures (matplotlib, Agg canvas).
 
 Aggregation rules: :mod:`.report_data`. Documents and formatting: :mod:`.report_doc`; the seed
-spread, the per-frame timeline and the visual comparison: :mod:`.report_more`; two runs side by
-side: :mod:`.compare`.
+spread, the per-frame timeline and the visual comparison: :mod:`.report_more`; where the bits
+go: :mod:`.report_bits`; two runs side by side: :mod:`.compare`.
 
 Only the jobs planned by the latest ``weightstep run`` on the directory are reported.
 """
@@ -388,7 +389,7 @@ class _Builder:
                    for (status, technique, reason), rows in sorted(groups.items())])
 
     def build(self) -> None:
-        from weightstep.experiments import report_more
+        from weightstep.experiments import report_bits, report_more
 
         self.provenance()
         self.inputs()
@@ -405,6 +406,7 @@ class _Builder:
         report_more.selection(self)
         self.stages()
         self.per_frame_bits()
+        report_bits.bits_breakdown(self)
         self.points_table()
         self.not_run()
 
