@@ -147,6 +147,12 @@ class FullCnnCodec(FullSequenceCodec):
     Config = FullCnnConfig
     summary = "full-sequence DIP-style conv net, one fixed noise input per frame, constriction-coded"
     FORMAT = 1
+    STREAM_DEFAULTS = {
+        1: {"dip_channels": 16, "dip_levels": 4, "dip_skips": True, "dip_skip_channels": 4, "noise_channels": 32,
+            "noise": "smooth", "noise_kind": "normal", "upsample": "bilinear", "epochs": 150, "batch_frames": 2,
+            "time_budget": None, "lr": 0.005, "loss": "mse", "ssim_alpha": 0.7, "prune": 0.0, "finetune_epochs": 20,
+            "lam": 0.0001, "per_channel": True, "search_frames": 8, "seed": 0, "device": "auto"},
+    }
     RENDER_GROUP = 4
 
     def network(self, config: FullCnnConfig, frames: int, height: int, width: int) -> nn.Module:

@@ -112,6 +112,12 @@ class FullMlpCodec(FullSequenceCodec):
     Config = FullMlpConfig
     summary = "full-sequence coordinate MLP f(x,y,t) (SIREN / Fourier), pixel mini-batches, constriction-coded"
     FORMAT = 1
+    STREAM_DEFAULTS = {
+        1: {"inr": "siren", "width": 96, "depth": 4, "first_omega": 30.0, "fourier_sigma": 10.0,
+            "fourier_features": 128, "activation": "relu", "epochs": 20, "batch": 8192, "time_budget": None,
+            "lr": None, "prune": 0.0, "finetune_epochs": 2, "lam": 0.0001, "per_channel": True, "search_frames": 8,
+            "seed": 0, "device": "auto"},
+    }
     RENDER_GROUP = 1
 
     def network(self, config: FullMlpConfig, frames: int, height: int, width: int) -> nn.Module:

@@ -20,7 +20,8 @@ frame grouping as the encoder, so on the same machine it reproduces the encoder'
 bit for bit.
 
 Rate: the network is shared by all frames, so no frame has bits of its own; ``per_frame``
-bits are ``None`` and the rate is the whole file.
+bits are ``None`` and the rate is the container's elementary stream (its header and the one
+section; the file's metadata with the full settings is not counted: weightstep/coding/container.py).
 
 Epochs and steps: an epoch shows the network every pixel of the clip once (in mini-batches
 of pixels or of frames, per codec). With ``time_budget`` the learning-rate schedule is laid
@@ -48,7 +49,8 @@ from baselines.prune import apply_masks_, code_network, decode_network, global_m
 from weightstep.codecs import budget
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, mse, parameter_shapes, render
-from weightstep.coding.container import Container
+from weightstep.codecs.streamconfig import full_config, stream_config
+from weightstep.coding.container import FORMAT_VERSION, Container
 from weightstep.config import build, param
 from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError
@@ -175,8 +177,15 @@ def evenly_spaced(frames: int, count: int) -> list[int]:
 class FullSequenceCodec(Codec):
     """Base of the full-sequence baselines; subclasses set name, Config, FORMAT and the hooks."""
 
+    container = FORMAT_VERSION  # part of describe(): results of another container version stop matching
     suffix = ".wsv"
     FORMAT: ClassVar[int] = 1  # layout of this codec's header and section; bump when it changes
+    # The settings a decoder never reads (left out of the stream; weightstep/codecs/streamconfig.py)
+    # and the frozen defaults a stream's settings are written against (add a table, never edit one).
+    ENCODER_ONLY: ClassVar[frozenset[str]] = frozenset({"epochs", "batch", "batch_frames", "time_budget", "lr",
+                                                         "finetune_epochs", "lam", "search_frames", "loss",
+                                                         "ssim_alpha", "device"})
+    STREAM_DEFAULTS: ClassVar[dict[int, dict[str, Any]]] = {}
     RENDER_GROUP: ClassVar[int] = 4  # frames rendered per forward pass, the same in encoder and decoder
 
     def __init__(self, config: Any | None = None):
@@ -308,12 +317,16 @@ class FullSequenceCodec(Codec):
         self.reconstruction = frames_out
         coded_mse = mse(frames_out, target.cpu())
         facts.update({"coding": coding, "weight_bytes": len(section), "coded_psnr_clip": psnr_from_mse(coded_mse)})
-        header = {"config": dataclasses.asdict(cfg), "width": width, "height": height, "frames": frames,
-                  "fps": float(video.fps), "bit_depth": 8, "format": self.FORMAT, "seeds": self.seeds(),
-                  "encoded_on": stream_device(self.device), **self.header_extra(net)}
-        data = Container(codec=self.name, header=header, sections=[(SECTION, section)]).to_bytes()
+        carried, table = stream_config(cfg, self.STREAM_DEFAULTS, self.ENCODER_ONLY)
+        header = {"config": carried, "defaults": table, "width": width, "height": height, "frames": frames,
+                  "fps": float(video.fps), "bit_depth": 8, "format": self.FORMAT}
+        meta = {"config": dataclasses.asdict(cfg), "seeds": self.seeds(), "encoded_on": stream_device(self.device),
+                **self.header_extra(net)}
+        container = Container(codec=self.name, header=header, sections=[(SECTION, section)], meta=meta)
+        data = container.to_bytes()
         facts.update(self.header_extra(net))
-        return Encoded(data=data, per_frame_bits=[None] * frames, extra=facts)
+        return Encoded(data=data, payload_bytes=len(container.stream()), per_frame_bits=[None] * frames,
+                       extra=facts)
 
     # -- decode --------------------------------------------------------------------------------
     def decode(self, data: bytes) -> Video:
@@ -322,7 +335,8 @@ class FullSequenceCodec(Codec):
         if container.codec != self.name or header.get("format") != self.FORMAT:
             raise BitstreamError(f"not a {self.name} stream of format {self.FORMAT}")
         try:
-            stored = {k: v for k, v in header["config"].items() if k != "device"}
+            stored = {k: v for k, v in full_config(header, self.STREAM_DEFAULTS, self.name).items()
+                      if k != "device"}
             cfg = build(self.Config, {**stored, "device": self.config.device}, where=f"{self.name} stream header")
         except (ConfigError, TypeError, AttributeError) as exc:
             raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None
@@ -343,9 +357,10 @@ class FullSequenceCodec(Codec):
                              run=one_group, read_weights=lambda meta: decode_network(
                                  section, parameter_shapes(meta), prunable_names(parameter_shapes(meta))))
         net = build_network().to(self.device)
+        recorded = {**container.meta, **header}  # version 1 kept these facts in the header
         for key, value in self.header_extra(net).items():
-            if header.get(key) != value:
-                raise BitstreamError(f"{self.name} stream: header {key!r} is {header.get(key)!r}, "
+            if key in recorded and recorded[key] != value:  # a check only: a file without them still decodes
+                raise BitstreamError(f"{self.name} stream: header {key!r} is {recorded[key]!r}, "
                                      f"its config implies {value!r}")
         shapes = parameter_shapes(net)
         masked = prunable_names(shapes)

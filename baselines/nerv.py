@@ -82,6 +82,12 @@ class NervCodec(FullSequenceCodec):
     Config = NervConfig
     summary = "NeRV (frame index -> frame conv net), pruned, RD-quantised and constriction-coded"
     FORMAT = 1
+    STREAM_DEFAULTS = {
+        1: {"channels": 32, "reduction": 2.0, "min_channels": 12, "stem_hidden": 64, "stem_target": 4, "blocks": 0,
+            "pe_base": 1.25, "pe_levels": 80, "epochs": 300, "batch_frames": 1, "time_budget": None, "lr": 0.002,
+            "loss": "l1ssim", "ssim_alpha": 0.7, "prune": 0.4, "finetune_epochs": 30, "lam": 0.0001,
+            "per_channel": True, "search_frames": 8, "seed": 0, "device": "auto"},
+    }
     RENDER_GROUP = 4
 
     def network(self, config: NervConfig, frames: int, height: int, width: int) -> nn.Module:

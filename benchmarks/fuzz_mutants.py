@@ -13,8 +13,8 @@ import struct
 import zlib
 
 WSTP = b"WSTP"
-_PRE = struct.Struct("<4sHIII")  # the container's fixed start (layout in weightstep/coding/container.py)
-_SEC = struct.Struct("<4sII")  # a section's tag, length and CRC
+TAGS = (b"ANCH", b"STEP", b"NETW", b"GOP_")  # a section's tag byte indexes this (weightstep/coding/container.py)
+
 
 # ------------------------------------------------------------------------------------------ seeds
 
@@ -46,29 +46,52 @@ def seed_specs() -> list[tuple[str, str, dict[str, str]]]:
 
 # ---------------------------------------------------------------------------------- our container
 
-def split_container(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-    """(header JSON, [(tag, payload)]) of a well-formed file, else None."""
-    if len(data) < _PRE.size or data[:4] != WSTP:
+def split_container(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], dict] | None:
+    """(the stream's header JSON, [(tag, payload)], the metadata) of a well-formed file, else None."""
+    from weightstep.coding.container import Container
+    from weightstep.errors import BitstreamError
+
+    if data[:4] != WSTP:
         return None
-    _, _, count, length, _ = _PRE.unpack_from(data)
-    header, pos, sections = data[_PRE.size:_PRE.size + length], _PRE.size + length, []
-    for _ in range(count):
-        tag, size, _ = _SEC.unpack_from(data, pos)
-        sections.append((tag, data[pos + _SEC.size:pos + _SEC.size + size]))
-        pos += _SEC.size + size
-    return header, sections
+    try:
+        container = Container.from_bytes(data)
+    except BitstreamError:
+        return None
+    header = json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return header, [(tag.encode("ascii"), payload) for tag, payload in container.sections], {"codec": container.codec, **container.meta}
 
 
-def join_container(header: bytes, sections: list[tuple[bytes, bytes]], count: int | None = None) -> bytes:
-    """A file with valid CRCs around whatever header text and sections it is given."""
-    fixed = struct.pack("<HII", 1, len(sections) if count is None else count, len(header))
-    out = bytearray(WSTP + fixed + struct.pack("<I", zlib.crc32(fixed + header)) + header)
+def join_container(header: bytes, sections: list[tuple[bytes, bytes]], count: int | None = None,
+                   meta: dict | None = None) -> bytes:
+    """A file with a valid CRC around whatever header text and sections it is given (a header that
+    names a codec hands it to the metadata, where a reader looks for it)."""
+    meta = dict(meta or {})
+    try:
+        obj = json.loads(header)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and "codec" in obj:
+        meta["codec"] = obj.pop("codec")
+        header = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii", "replace")
+    from weightstep.coding.framing import put_varint
+
+    stream = bytearray()
+    put_varint(stream, len(header))
+    stream += header
+    put_varint(stream, len(sections) if count is None else count)
     for tag, payload in sections:
-        head = tag + struct.pack("<I", len(payload))
-        out += head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
-    return bytes(out)
+        stream.append(TAGS.index(tag) if tag in TAGS else 0xFF)
+        put_varint(stream, len(payload))
+        stream += payload
+    metadata = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("ascii", "replace")
+    body = struct.pack("<HI", 2, len(metadata)) + metadata + struct.pack("<I", len(stream)) + bytes(stream)
+    return WSTP + body + struct.pack("<I", zlib.crc32(body))
 
 
+# settings that size what a decoder builds (a stream's header carries only those off their defaults)
+SIZE_FIELDS = ["width", "depth", "grid_levels", "grid_hidden", "grid_context_hidden", "dip_channels", "dip_levels",
+               "warp_grid", "fourier_features", "channels", "min_channels", "stem_hidden", "noise_channels", "gop",
+               "inr", "update"]
 HOSTILE_NUMBERS = [0, -1, 1, 2, 3, 7, 255, 4096, 16384, 16385, 65535, 10**6, 10**9, 2**31 - 1, 2**31, 2**53, 2**63,
                    10**30, -(2**31), 0.5, -0.5, 1e-300, 1e300, "1e999", "-1e999", "NaN", "Infinity"]
 HOSTILE_OTHERS = [None, True, False, "", "x" * 300, "siren", "dip", "fourier", "nerv", [], [1, 2], {}, {"a": 1}]
@@ -107,9 +130,9 @@ def mutate_header(header: bytes, rng: random.Random) -> bytes:
                 if rng.random() < 0.6 else hostile(key)
             if key in ("width", "height") and rng.random() < 0.5:
                 obj["width"], obj["height"] = obj[key], obj[key]
-        elif kind < 0.75 and config:  # a config value
-            key = rng.choice(sorted(config))
-            current = config[key]
+        elif kind < 0.75:  # a config value (a stream at the defaults carries none: then one is added)
+            key = rng.choice(sorted(config)) if config and rng.random() < 0.6 else rng.choice(SIZE_FIELDS)
+            current = config.get(key, 8)
             if isinstance(current, bool) or not isinstance(current, (int, float)) or rng.random() < 0.4:
                 config[key] = hostile(key)
             else:
@@ -232,11 +255,11 @@ def mutant(data: bytes, rng: random.Random) -> tuple[str, bytes]:
             out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
         return "flip", bytes(out)
     if ours:
-        header, sections = parts
+        header, sections, meta = parts
         if roll < 0.7:
-            return "header", join_container(mutate_header(header, rng), sections)
+            return "header", join_container(mutate_header(header, rng), sections, meta=meta)
         changed, count = mutate_sections(sections, rng)
-        return "section", join_container(header, changed, count)
+        return "section", join_container(header, changed, count, meta=meta)
     signed = resign(data, rng)
     if signed is None:
         return "flip", data[:-1]

@@ -53,9 +53,10 @@ def test_decode_reproduces_the_encoder_reconstruction_exactly(inr, frame, tmp_pa
     result = harness.run(codec, frame, tmp_path / "a.wsv")
     decoded = codec.decode((tmp_path / "a.wsv").read_bytes())
     assert np.array_equal(decoded.rgb()[0], codec.reconstruction[0].numpy())
-    assert result.bytes == result.file_bytes == (tmp_path / "a.wsv").stat().st_size
     layout = container_layout((tmp_path / "a.wsv").read_bytes())
-    assert layout.end == result.bytes and [tag for tag, _ in layout.sections] == ["ANCH"]
+    # the rate is the elementary stream; the file adds the metadata (the full settings) and a CRC
+    assert result.file_bytes == (tmp_path / "a.wsv").stat().st_size == layout.end
+    assert result.bytes == layout.stream < result.file_bytes and [tag for tag, _ in layout.sections] == ["ANCH"]
     assert result.per_frame[0]["bits"] == 8 * (layout.preamble + layout.section_bytes(0))
     anchor = result.extra["anchor"]
     coded = anchor["weight_bytes"] + anchor.get("latent_bytes", 0)  # a grid section adds a varint length
@@ -70,7 +71,7 @@ def test_a_fresh_codec_instance_decodes_the_same_frame(frame):
     encoder = registry.create("weightstep", params)
     data = encoder.encode(frame).data
     other = harness.decode_bytes(data, device="cpu")[1]  # configured from the file alone, on the CPU it
-    assert container_layout(data).header["encoded_on"] == "cpu"  # was encoded on: exact match promised
+    assert container_layout(data).meta["encoded_on"] == "cpu"  # was encoded on: exact match promised
     assert np.array_equal(other.rgb()[0], encoder.reconstruction[0].numpy())
 
 

@@ -16,7 +16,10 @@ from weightstep.coding.container import (
     MAX_SIDE,
     Container,
     check_geometry,
+    payload_size,
+    section_size,
 )
+from weightstep.coding.framing import put_varint
 from weightstep.errors import BitstreamError
 
 HEADER = {
@@ -34,14 +37,27 @@ def _sample() -> Container:
     blob = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(10))  # fixed pseudo-random bytes
     sections = [("ANCH", blob[:300])]
     sections += [("STEP", blob[i * 7:i * 7 + 11 * i]) for i in range(4)]
-    sections.append(("EMPT", b""))
-    return Container(codec="ws-siren", header=dict(HEADER), sections=sections)
+    sections.append(("NETW", b""))
+    return Container(codec="ws-siren", header=dict(HEADER), sections=sections, meta={"config": {"lam": 1e-3}})
 
 
-def _raw_file(header_json: bytes, sections: bytes = b"", n_sections: int = 0, version: int = FORMAT_VERSION) -> bytes:
-    """A file with an arbitrary header JSON and a correct header CRC (to reach the later checks)."""
+def _raw_file(header_json: bytes, sections: bytes = b"", n_sections: int = 0, version: int = 1) -> bytes:
+    """A version-1 file with an arbitrary header JSON and a correct header CRC (to reach the later checks)."""
     fixed = struct.pack("<HII", version, n_sections, len(header_json))
     return MAGIC + fixed + struct.pack("<I", zlib.crc32(fixed + header_json)) + header_json + sections
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    put_varint(out, value)
+    return bytes(out)
+
+
+def _raw_v2(head_json: bytes, sections: bytes = b"", n_sections: int = 0, meta_json: bytes = b'{"codec":"x"}') -> bytes:
+    """A version-2 file with arbitrary JSON parts and a correct CRC (to reach the later checks)."""
+    stream = _varint(len(head_json)) + head_json + _varint(n_sections) + sections
+    body = struct.pack("<HI", 2, len(meta_json)) + meta_json + struct.pack("<I", len(stream)) + stream
+    return MAGIC + body + struct.pack("<I", zlib.crc32(body))
 
 
 def _json(obj) -> bytes:
@@ -61,7 +77,7 @@ def test_round_trip_and_canonical_bytes():
     with pytest.raises(BitstreamError):
         back.section("NONE")
     # A format pin: a change here means files written before no longer read the same.
-    assert hashlib.md5(data).hexdigest() == "2e31249c69520964a4b0a2b650034b17"
+    assert hashlib.md5(data).hexdigest() == "3fb26783bd33f18ad737208967bb27e4"
 
 
 def test_fuzz_truncations_and_flips():
@@ -101,6 +117,31 @@ def test_unsupported_version():
         Container.from_bytes(data)
 
 
+def test_version_1_files_still_read():
+    raw = _json({"codec": "x", **HEADER})
+    payload = b"abc"
+    head = b"ANCH" + struct.pack("<I", len(payload))
+    data = _raw_file(raw, head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload, 1)
+    back = Container.from_bytes(data)
+    assert back.codec == "x" and back.header == HEADER and back.sections == [("ANCH", payload)] and back.meta == {}
+    assert payload_size(data) == len(data)  # a version-1 file has no separate stream: all of it counts
+
+
+def test_the_rate_is_the_stream():
+    c = _sample()
+    data = c.to_bytes()
+    stream = c.stream()
+    assert payload_size(data) == len(stream) and data[-4 - len(stream):-4] == stream
+    # metadata is not rate: more of it leaves the stream as it is
+    bigger = Container(c.codec, c.header, c.sections, meta={"config": {"lam": 1e-3, "notes": "x" * 500}})
+    assert payload_size(bigger.to_bytes()) == len(stream) and len(bigger.to_bytes()) > len(data) + 500
+    # each section costs its tag byte and its length varint on top of its payload
+    sizes = [section_size(p) for _, p in c.sections]
+    assert sum(sizes) == sum(len(p) for _, p in c.sections) + 2 * len(c.sections) + 1  # the 300-byte one: 2-byte varint
+    with pytest.raises(ValueError, match="tag"):
+        Container("x", dict(HEADER), [("EMPT", b"")]).to_bytes()  # a tag the format does not know
+
+
 @pytest.mark.parametrize("header", [
     {**HEADER, "frames": 10**9},
     {**HEADER, "width": 10**6, "height": 10**6},
@@ -110,15 +151,15 @@ def test_unsupported_version():
     {**HEADER, "frames": MAX_FRAMES, "width": MAX_SIDE, "height": MAX_SIDE},
 ])
 def test_absurd_geometry_refused_before_allocation(header):
-    data = _raw_file(_json({"codec": "x", **header}))
-    tracemalloc.start()
-    try:
-        with pytest.raises(BitstreamError):
-            Container.from_bytes(data)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 1 << 20, f"refusing the header allocated {peak} bytes"  # memory, not time, is the check
+    for data in (_raw_file(_json({"codec": "x", **header})), _raw_v2(_json(header))):
+        tracemalloc.start()
+        try:
+            with pytest.raises(BitstreamError):
+                Container.from_bytes(data)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, f"refusing the header allocated {peak} bytes"  # memory, not time, is the check
     with pytest.raises(BitstreamError):
         check_geometry(header)
     with pytest.raises(ValueError):
@@ -159,13 +200,32 @@ def test_bad_header_json_refused(raw):
         Container.from_bytes(_raw_file(raw))
 
 
+@pytest.mark.parametrize("raw", [
+    b"[1, 2, 3]", b"{not json", b"\xff\xfe{}", _json({k: v for k, v in HEADER.items() if k != "frames"}),
+    _json({**HEADER, "width": "64"}), _json({**HEADER, "width": True}), _json({**HEADER, "config": [1]}),
+    _json({**HEADER, "fps": 0}), _json({**HEADER, "seeds": {"noise": "1"}}), b'{"width": 1, "width": 2}',
+    json.dumps({**HEADER, "fps": float("nan")}).encode(), b"[" * 30_000 + b"]" * 30_000,
+])
+def test_bad_stream_header_refused(raw):
+    with pytest.raises(BitstreamError):
+        Container.from_bytes(_raw_v2(raw))
+
+
+@pytest.mark.parametrize("meta", [b"[1]", b"{not json", b"{}", b'{"codec": 5}', b'{"codec": "x", "codec": "y"}'])
+def test_bad_metadata_refused(meta):
+    with pytest.raises(BitstreamError):
+        Container.from_bytes(_raw_v2(_json(HEADER), meta_json=meta))
+
+
 def test_section_and_size_limits():
     c = _sample()
     data = c.to_bytes()
     with pytest.raises(BitstreamError, match="sections"):
         Container.from_bytes(data, max_sections=3)
-    with pytest.raises(BitstreamError, match="header"):
+    with pytest.raises(BitstreamError, match="metadata"):
         Container.from_bytes(data, max_header=16)
+    with pytest.raises(BitstreamError, match="header"):
+        Container.from_bytes(data, max_header=100)  # the metadata fits, the stream's header does not
     # a file claiming four billion sections is refused without reading them one by one
     fixed = _raw_file(_json({"codec": "x", **HEADER}), n_sections=0xFFFFFFFF)
     with pytest.raises(BitstreamError):
@@ -181,6 +241,18 @@ def test_section_and_size_limits():
     sec = b"ANCH" + struct.pack("<II", 3, 0) + b"abc"
     with pytest.raises(BitstreamError, match="CRC mismatch in section 'ANCH'"):
         Container.from_bytes(_raw_file(raw, sec, 1))
+    # version 2: a section longer than the stream, an unknown tag, a count beyond the limit, a short CRC
+    head = _json(HEADER)
+    with pytest.raises(BitstreamError, match="section #0"):
+        Container.from_bytes(_raw_v2(head, b"\x00" + _varint(1000) + b"abc", 1))
+    with pytest.raises(BitstreamError, match="unknown tag"):
+        Container.from_bytes(_raw_v2(head, b"\x09" + _varint(0), 1))
+    with pytest.raises(BitstreamError, match="sections"):
+        Container.from_bytes(_raw_v2(head, b"", 0xFFFFFFFF), max_sections=1000)
+    with pytest.raises(BitstreamError):
+        Container.from_bytes(_raw_v2(head, b"", 0xFFFFFFFF))  # claims more sections than bytes
+    with pytest.raises(BitstreamError, match="length"):
+        Container.from_bytes(_raw_v2(head)[:-5] + _raw_v2(head)[-4:])
 
 
 def test_writer_refuses_what_the_reader_would_refuse():

@@ -35,7 +35,7 @@ def coded(tmp_path_factory):
 def test_the_file_records_where_it_was_encoded(coded):
     _, _, path = coded
     assert stream_device("cpu") == "cpu"
-    assert container_layout(path.read_bytes()).header["encoded_on"] == "cpu"
+    assert container_layout(path.read_bytes()).meta["encoded_on"] == "cpu"
 
 
 def test_identify_keeps_the_device_it_is_given(coded):

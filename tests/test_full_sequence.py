@@ -25,7 +25,7 @@ from weightstep import registry
 from weightstep.cli import app
 from weightstep.codecs import harness
 from weightstep.codecs.netcoding import parameter_shapes
-from weightstep.coding.container import Container
+from weightstep.coding.container import Container, payload_size
 from weightstep.errors import BitstreamError
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "result.schema.json").read_text())
@@ -66,11 +66,13 @@ def test_decode_equals_the_encoder_reconstruction(name, runs, clip):
     assert np.array_equal(decoded.rgb(), codec.reconstruction.numpy())
     # codec and its config rebuilt from the file alone; an exact match is promised on the device
     # kind the file was encoded on (its header says so), so the decoder is pinned to the CPU too
-    assert container_layout(data).header["encoded_on"] == "cpu"
+    assert container_layout(data).meta["encoded_on"] == "cpu"
     fresh = harness.decode_bytes(data, device="cpu")[1]
     assert np.array_equal(fresh.rgb(), codec.reconstruction.numpy())
-    assert result.bytes == result.file_bytes == len(data)
-    assert result.bpp == pytest.approx(8 * len(data) / (4 * 32 * 32))
+    layout = container_layout(data)
+    # the rate is the elementary stream (header and sections); the file adds metadata and a CRC
+    assert result.bytes == layout.stream < result.file_bytes == len(data) == layout.end
+    assert result.bpp == pytest.approx(8 * layout.stream / (4 * 32 * 32))
     # one network for all frames: no frame has bits of its own; the file is the header and one
     # section, whose size (read from the file) is the weights' coded size the encoder reports
     assert all(frame["bits"] is None for frame in result.per_frame)
@@ -309,7 +311,7 @@ def test_codecs_are_listed_and_the_cli_round_trips_a_full_sequence_file(tmp_path
     assert enc.exit_code == 0, enc.output
     record = json.loads(enc.stdout)
     jsonschema.validate(record, SCHEMA)
-    assert record["codec"] == "full-mlp" and record["bytes"] == out.stat().st_size
+    assert record["codec"] == "full-mlp" and record["bytes"] == payload_size(out.read_bytes()) and record["file_bytes"] == out.stat().st_size
     dec = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--device", "cpu"])
     assert dec.exit_code == 0, dec.output
     ev = runner.invoke(app, ["eval", str(out), *video, "--device", "cpu", "--json"])  # where it was encoded:

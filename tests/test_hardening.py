@@ -142,12 +142,30 @@ def test_non_finite_values_in_a_protocol_are_refused():
 
 
 def with_header_text(data: bytes, old: bytes, new: bytes) -> bytes:
-    """Replace text in the header JSON and fix its length and CRC (layout in coding/container.py)."""
-    magic, version, sections, length, _ = struct.unpack_from("<4sHIII", data)
-    header = data[18:18 + length].replace(old, new)
-    assert old in data[18:18 + length]
-    pre = struct.pack("<HII", version, sections, len(header))
-    return magic + pre + struct.pack("<I", zlib.crc32(pre + header)) + header + data[18 + length:]
+    """Replace text in the stream's header JSON and fix its length and the CRC (layout in coding/container.py)."""
+    magic, version, meta_len = struct.unpack_from("<4sHI", data)
+    assert version == 2
+    pos = 10 + meta_len
+    stream = data[pos + 4:-4]
+    length, shift, i = 0, 0, 0
+    while True:  # the header's length, a varint
+        length |= (stream[i] & 0x7F) << shift
+        shift, i = shift + 7, i + 1
+        if not stream[i - 1] & 0x80:
+            break
+    head = stream[i:i + length]
+    assert old in head
+    head = head.replace(old, new)
+    size = bytearray()
+    n = len(head)
+    while True:
+        size.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+        n >>= 7
+        if not n:
+            break
+    rebuilt = bytes(size) + head + stream[i + length:]
+    body = data[4:pos] + struct.pack("<I", len(rebuilt)) + rebuilt
+    return magic + body + struct.pack("<I", zlib.crc32(body))
 
 
 def test_a_non_finite_value_in_a_crc_valid_header_is_refused(files):

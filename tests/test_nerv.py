@@ -96,13 +96,13 @@ def coded(clip, tmp_path_factory):
 def test_decode_equals_the_encoder_reconstruction(coded):
     codec, result, data = coded
     assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
-    assert container_layout(data).header["encoded_on"] == "cpu"  # exact match: decoded on the same kind
+    assert container_layout(data).meta["encoded_on"] == "cpu"  # exact match: decoded on the same kind
     assert np.array_equal(harness.decode_bytes(data, device="cpu")[1].rgb(), codec.reconstruction.numpy())
-    assert result.bytes == len(data) and all(f["bits"] is None for f in result.per_frame)  # one network
     layout = container_layout(data)  # read from the file, not from the encoder's record
+    assert result.bytes == layout.stream and all(f["bits"] is None for f in result.per_frame)  # one network
     assert [tag for tag, _ in layout.sections] == ["NETW"] and layout.end == len(data)
     assert result.extra["weight_bytes"] == layout.sections[0][1]
-    assert Container.from_bytes(data).header["upscale"] == {"factors": [2, 2, 2], "stem": [4, 4]}
+    assert Container.from_bytes(data).meta["upscale"] == {"factors": [2, 2, 2], "stem": [4, 4]}
 
 
 def test_psnr_rises_above_a_floor_within_a_few_epochs(coded, clip):

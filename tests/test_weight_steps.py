@@ -8,7 +8,7 @@ from streams import container_layout
 
 from weightstep import registry
 from weightstep.codecs import harness
-from weightstep.codecs.weightstep_codec import ANCHOR, SECTION_FRAMING, STEP
+from weightstep.codecs.weightstep_codec import ANCHOR, STEP
 from weightstep.coding.container import Container
 from weightstep.errors import BitstreamError
 from weightstep.metrics import psnr_rgb
@@ -49,7 +49,7 @@ def test_every_combination_round_trips_exactly(inr, update, schedule, clip, tmp_
     # each frame's bits against the file itself: frame 0 carries the preamble (fixed fields and
     # header JSON) and its anchor section; every later frame exactly its own section
     layout = container_layout(data)
-    assert layout.end == len(data) == result.bytes
+    assert layout.end == len(data) and layout.stream == result.bytes
     assert [tag for tag, _ in layout.sections] == [ANCHOR, STEP, STEP]
     expected = [8 * (layout.preamble + layout.section_bytes(0))] + [8 * layout.section_bytes(i) for i in (1, 2)]
     assert [f["bits"] for f in result.per_frame] == expected
@@ -71,7 +71,7 @@ def test_huge_lambda_changes_nothing_and_costs_only_framing(update, clip):
                                            "gate_lr": "0.3"})  # closes open gates within 20 steps
     result = harness.run(codec, clip)
     assert result.extra["changed_weights"][1:] == [0, 0]
-    assert [f["bits"] for f in result.per_frame[1:]] == [8 * (1 + SECTION_FRAMING)] * 2
+    assert [f["bits"] for f in result.per_frame[1:]] == [8 * 3] * 2  # tag, length 1 and the byte 0
     assert [length for _, length in container_layout(codec.encode(clip).data).sections[1:]] == [1, 1]
     frames = codec.reconstruction.numpy()
     assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[1], frames[2])

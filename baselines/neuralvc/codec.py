@@ -25,7 +25,7 @@ from torch import nn
 from baselines.neuralvc.checkpoint import fingerprint, load_into, read_record
 from baselines.neuralvc.intra import decode_intra, encode_intra
 from weightstep.codecs.base import Codec
-from weightstep.coding.container import Container
+from weightstep.coding.container import FORMAT_VERSION, Container
 from weightstep.device import device_label, resolve_device
 from weightstep.errors import BitstreamError, ConfigError, UnavailableError
 from weightstep.progress import make_progress
@@ -50,6 +50,7 @@ def how_to_get(kind: str) -> str:
 class NeuralVideoCodec(Codec):
     """Shared encode/decode scaffolding; subclasses implement the coding of a group of pictures."""
 
+    container = FORMAT_VERSION  # part of describe(): results of another container version stop matching
     kind: ClassVar[str]  # checkpoint kind: "dvc" or "vcii"
     stride: ClassVar[int]  # frames are padded to a multiple of this
     suffix = ".wst"

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from weightstep.coding.container import MAGIC, payload_size
 from weightstep.video import Video
 
 
@@ -38,13 +39,19 @@ class Codec(abc.ABC):
     Config: ClassVar[type]  # frozen dataclass of parameters, built with weightstep.config.param
     suffix: ClassVar[str] = ".bin"  # default file ending for its bitstreams
     summary: ClassVar[str] = ""  # one line for `weightstep codecs`
+    # The weightstep container version the codec writes (None: another format). It is part of
+    # describe(), so results of an older container (whose rate counted its settings) stop matching.
+    container: ClassVar[int | None] = None
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
 
     def describe(self) -> dict[str, Any]:
         """Settings and library versions this codec ran with."""
-        return {"codec": self.name, "config": dataclasses.asdict(self.config)}
+        info = {"codec": self.name, "config": dataclasses.asdict(self.config)}
+        if self.container is not None:
+            info["container"] = self.container
+        return info
 
     @abc.abstractmethod
     def encode(self, video: Video) -> Encoded:
@@ -55,8 +62,9 @@ class Codec(abc.ABC):
         """Rebuild the video from a file written by :meth:`encode`."""
 
     def payload_bytes(self, data: bytes) -> int:
-        """Bytes a decoder needs from a written file (for our own containers: all of it)."""
-        return len(data)
+        """Bytes a decoder needs from a written file: a weightstep container's elementary stream
+        (its metadata and CRC are left out, as a Matroska file's are for a conventional codec)."""
+        return payload_size(data) if bytes(data[:4]) == MAGIC else len(data)
 
     def device_label(self) -> str:
         """Where this codec computes (conventional codecs: the CPU)."""

@@ -26,16 +26,19 @@ from weightstep.video import Video
 def identify(data: bytes, device: str = "auto") -> tuple[Codec, Any]:
     """Which codec can decode ``data``, set up to decode it on ``device``.
 
-    Our container names the codec and its settings; they are used as written, except where to
-    compute, which is ``device`` (auto: CUDA when present; the file records where it was encoded
-    in its header's ``encoded_on``). Anything else goes to PyAV, which decodes on the CPU.
+    Our container names the codec and its settings (the full ones in its metadata; the stream
+    carries what decoding needs, and the codec's decoder rebuilds its settings from that alone);
+    they are used as written, except where to compute, which is ``device`` (auto: CUDA when
+    present; the file records where it was encoded as ``encoded_on``). Anything else goes to
+    PyAV, which decodes on the CPU.
     """
     from weightstep.coding.container import MAGIC, Container
 
     resolve_device(device)  # an unknown or absent device is refused for every kind of file
     if data[: len(MAGIC)] == MAGIC:
         container = Container.from_bytes(data)
-        settings = {k: v for k, v in container.header.get("config", {}).items() if k != "device"}
+        written = container.meta.get("config") if isinstance(container.meta.get("config"), dict) else None
+        settings = {k: v for k, v in (written or container.header.get("config", {})).items() if k != "device"}
         cls = registry.codec_class(container.codec)
         if any(f.name == "device" for f in dataclasses.fields(cls.Config)):
             settings["device"] = device
@@ -61,7 +64,9 @@ def decode_bytes(data: bytes, device: str = "auto") -> tuple[Codec, Video]:
 
 def encoded_on(container: Any) -> str | None:
     """Where a file was encoded, as its header records it (None: conventional files, older files)."""
-    return None if container is None else container.header.get("encoded_on")
+    if container is None:
+        return None
+    return getattr(container, "meta", {}).get("encoded_on") or container.header.get("encoded_on")
 
 
 def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None, data: bytes,
@@ -69,7 +74,8 @@ def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None,
     if decoded.has_native_yuv and video.has_native_yuv:
         decoded.matrix = video.matrix  # decoded planes are read with the source's colour matrix
     quality = measure_quality(video, decoded)
-    payload = encoded.bytes if encoded is not None else codec.payload_bytes(data)
+    known = encoded is not None and encoded.payload_bytes is not None
+    payload = encoded.payload_bytes if known else codec.payload_bytes(data)
     per_frame_bits = (encoded.per_frame_bits if encoded is not None else None) or [None] * video.frames
     per_frame = [{"bits": bits, "psnr_rgb": float(psnr)}
                  for bits, psnr in zip(per_frame_bits, quality.psnr_rgb, strict=True)]

@@ -17,7 +17,8 @@ from weightstep.codecs import budget
 from weightstep.codecs.anchor import DEFAULT_LR, AnchorSettings, decode_anchor, fit_and_code, fit_only
 from weightstep.codecs.base import Codec, Encoded
 from weightstep.codecs.netcoding import frames_to_numpy, parameter_shapes, render
-from weightstep.coding.container import Container
+from weightstep.codecs.streamconfig import full_config, stream_config
+from weightstep.coding.container import FORMAT_VERSION, Container, section_size
 from weightstep.config import param
 from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError
@@ -37,13 +38,32 @@ from weightstep.video import Video
 
 ANCHOR = "ANCH"  # section of a full network (frame 0 of each GOP)
 STEP = "STEP"  # section of one weight update
-SECTION_FRAMING = 12  # tag, length and CRC32 of each container section
 # Layout versions of this codec's sections, bumped when one changes; a stream states the one it
 # uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
 # latent kinds' residual in blocks with skip flags (stepping/latent.py). A stream whose step kind
 # did not change keeps writing 1, so its files and the job keys of its results stay as they were.
 FORMAT = 2
 LATENT_BLOCKS = 2
+
+# What the decoder never reads: how the encoder searched. Kept in the file's metadata, not its
+# stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
+# all off their defaults.
+ENCODER_ONLY = frozenset({"lam", "anchor_steps", "anchor_lr", "loss", "time_budget", "step_lambda_scale", "warp_lr",
+                          "warp_init", "step_steps", "step_time_budget", "step_pixels", "update_lr", "gate_lr",
+                          "latent_lr", "log_alpha_init", "step_patience", "frame_batch", "step_sweeps", "qat_steps",
+                          "device"})
+# Frozen defaults a stream's settings are written against (never edit a table once files exist;
+# add the next number when a default changes).
+STREAM_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {"inr": "grid", "lam": 0.001, "width": 96, "depth": 4, "fourier_sigma": 10.0, "fourier_features": 128,
+        "activation": "relu", "dip_channels": 32, "dip_levels": 4, "dip_skips": True, "grid_levels": 7,
+        "grid_hidden": 16, "grid_context_hidden": 8, "anchor_steps": None, "anchor_lr": None, "loss": "mse",
+        "time_budget": None, "update": "warp+lowrank", "step_lambda_scale": 0.5, "warp_grid": 8, "warp_lr": 0.05,
+        "warp_init": "estimate", "schedule": "two-stage", "gop": "0", "step_steps": 150, "step_time_budget": None,
+        "step_pixels": 0.25, "update_lr": None, "gate_lr": 0.05, "latent_lr": 0.05, "log_alpha_init": 0.0,
+        "step_patience": 30, "frame_batch": 4, "per_channel": True, "step_sweeps": 2, "qat_steps": None,
+        "seed": 0, "device": "auto"},
+}
 
 
 # Frames up to this many pixels (320x180) get the full default anchor steps; larger frames get
@@ -238,6 +258,7 @@ class WeightStepConfig:
 
 
 class WeightStepCodec(Codec):
+    container = FORMAT_VERSION  # part of describe(): results of another container version stop matching
     name = "weightstep"
     Config = WeightStepConfig
     suffix = ".wsv"
@@ -290,18 +311,21 @@ class WeightStepCodec(Codec):
             extra = {"fit_anchor": self._fit_anchor} if cfg.schedule == "single-stage" else {}
             coded += schedule(net, frames[start:start + count], cfg.update_spec(video.width * video.height),
                               cfg.step_settings(count), self._code_anchor, label=label, **extra)
-        header = {"config": dataclasses.asdict(cfg), "width": video.width, "height": video.height,
-                  "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": cfg.stream_format(),
-                  "seeds": {"network": cfg.seed}, "encoded_on": stream_device(self.device)}
+        carried, table = stream_config(cfg, STREAM_DEFAULTS, ENCODER_ONLY)
+        header = {"config": carried, "defaults": table, "width": video.width, "height": video.height,
+                  "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": cfg.stream_format()}
+        meta = {"config": dataclasses.asdict(cfg), "seeds": {"network": cfg.seed},
+                "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
-        data = Container(codec=self.name, header=header, sections=sections).to_bytes()
+        container = Container(codec=self.name, header=header, sections=sections, meta=meta)
+        data, payload = container.to_bytes(), len(container.stream())
         self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
-        per_frame = [8 * (len(c.data) + SECTION_FRAMING) for c in coded]
-        per_frame[0] += 8 * len(data) - sum(per_frame)  # the container header goes with the first frame
+        per_frame = [8 * section_size(c.data) for c in coded]
+        per_frame[0] += 8 * payload - sum(per_frame)  # the stream's header goes with the first frame
         steps = [c.facts for c in coded if c.kind == "step"]
         extra = {"anchors": [c.facts for c in coded if c.kind == "anchor"], "anchor": coded[0].facts,
                  "steps": steps, "changed_weights": [c.facts.get("changed", None) for c in coded]}
-        return Encoded(data=data, per_frame_bits=per_frame, extra=extra)
+        return Encoded(data=data, payload_bytes=payload, per_frame_bits=per_frame, extra=extra)
 
     def decode(self, data: bytes) -> Video:
         container = Container.from_bytes(data)
@@ -311,7 +335,7 @@ class WeightStepCodec(Codec):
         from weightstep.config import build
 
         try:  # the file's own config decides how to decode, as in FullSequenceCodec; the device stays ours
-            stored = {k: v for k, v in header["config"].items() if k != "device"}
+            stored = {k: v for k, v in full_config(header, STREAM_DEFAULTS, self.name).items() if k != "device"}
             cfg = build(WeightStepConfig, {**stored, "device": self.config.device}, where=f"{self.name} stream header")
         except (ConfigError, TypeError, AttributeError) as exc:
             raise BitstreamError(f"{self.name} stream: invalid config in the header ({exc})") from None

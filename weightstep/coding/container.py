@@ -1,23 +1,43 @@
-"""The weightstep file format: magic, version, a JSON header, then tagged CRC-checked sections.
+"""The weightstep file format: metadata a reader may want, then the stream a decoder needs.
 
-Layout (all integers little-endian)::
+Version 2 (written; all integers little-endian)::
 
     magic       4 bytes   b"WSTP"
-    version     uint16    FORMAT_VERSION
-    n_sections  uint32
-    header_len  uint32
-    header_crc  uint32    zlib.crc32 of version .. header_len (10 bytes) + the header JSON
-    header      header_len bytes of UTF-8 JSON: an object {"codec": str, <header keys>}
-    n_sections times:
-      tag       4 bytes   ASCII letters, digits or '_' (e.g. b"ANCH", b"STEP")
-      length    uint32
-      crc       uint32    zlib.crc32 of tag + length + payload
-      payload   length bytes
-    nothing after the last section
+    version     uint16    2
+    meta_len    uint32
+    meta        meta_len bytes of UTF-8 JSON: {"codec": str, <metadata>}: provenance only (the
+                encoder's full settings, where it ran); no decoder reads it
+    stream_len  uint32
+    stream      the elementary stream, what the rate counts:
+      head_len  varint
+      head      head_len bytes of UTF-8 JSON: the header a decoder reads (geometry, the settings
+                that change what it rebuilds, seeds)
+      n         varint    number of sections
+      n times:
+        tag     uint8     index into SECTION_TAGS
+        length  varint
+        payload length bytes
+    crc         uint32    zlib.crc32 of everything from version to the stream's end
+    nothing after the CRC
 
-Reading checks every length against the bytes that remain before slicing, every CRC, and
-the header's keys and types, then :func:`check_geometry` refuses absurd sizes (10^9 frames,
-a 10^6 x 10^6 frame) before a decoder allocates anything. Any failure is a single-line
+Why two parts: a conventional codec's rate is its elementary stream (parameter sets and
+packets, with about 4 bytes of length per packet), not its Matroska file, and not the settings
+text x264 and x265 write about themselves (baselines/conventional.py). The same rule here:
+the rate is the stream, the bytes a decoder cannot do without, and the settings a reader may
+want ride in the metadata beside it. Version 1 put everything in one JSON header (about 0.9 kB
+of settings for a weightstep file) and 12 bytes of tag, length and CRC on every section, which
+on a 30-frame CIF-size clip at low rate was a fifth of the file; it is still read.
+
+Version 1::
+
+    magic 4 bytes, version uint16 (1), n_sections uint32, header_len uint32,
+    header_crc uint32 (crc32 of version .. header_len + the header JSON), the header JSON
+    ({"codec": str, <header keys>}), then per section: tag (4 ASCII bytes), length uint32,
+    crc uint32 (crc32 of tag + length + payload), payload
+
+Reading checks every length against the bytes that remain before slicing, the CRC, and the
+header's keys and types, then :func:`check_geometry` refuses absurd sizes (10^9 frames, a
+10^6 x 10^6 frame) before a decoder allocates anything. Any failure is a single-line
 ``BitstreamError``. JSON only, never pickle; the JSON is written canonically (sorted keys,
 no spaces, ASCII), so equal containers give equal bytes.
 """
@@ -32,11 +52,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
 
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
+    "SECTION_TAGS",
+    "payload_size",
+    "section_size",
     "MAX_HEADER",
     "MAX_SECTIONS",
     "MAX_SIDE",
@@ -49,7 +73,8 @@ __all__ = [
 ]
 
 MAGIC = b"WSTP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; version 1 is still read
+SECTION_TAGS = ("ANCH", "STEP", "NETW", "GOP_")  # the section tags of a version-2 stream, one byte each
 MAX_HEADER = 64 * 1024  # bytes of header JSON
 MAX_SECTIONS = 1 << 20  # sections per file (each costs at least 12 bytes anyway)
 MAX_SIDE = 16384  # width and height, pixels
@@ -135,13 +160,33 @@ def _parse_json(raw: bytes) -> Any:
         raise BitstreamError(f"header is not valid JSON ({reason})") from None
 
 
+def _dump(obj: dict[str, Any], what: str) -> bytes:
+    """Canonical ASCII JSON of ``obj``; ValueError if it would not read back equal."""
+    try:
+        raw = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                         allow_nan=False).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid container {what}: {exc}") from None
+    if json.loads(raw) != obj:
+        raise ValueError(f"{what} does not survive JSON unchanged (tuples or numpy scalars?): "
+                         "use plain lists, dicts, str, int, float, bool and None")
+    if len(raw) > MAX_HEADER:
+        raise ValueError(f"{what} JSON of {len(raw)} bytes exceeds {MAX_HEADER}")
+    return raw
+
+
+_V2 = struct.Struct("<4sHI")  # magic, version, meta_len
+
+
 @dataclass
 class Container:
-    """A weightstep file: codec id, header dict (geometry, config, seeds...) and tagged sections."""
+    """A weightstep file: codec id, the header a decoder reads (geometry, settings, seeds...),
+    tagged sections, and metadata no decoder reads (``meta``: provenance, the full settings)."""
 
     codec: str
     header: dict[str, Any]
     sections: list[tuple[str, bytes]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def section(self, tag: str) -> bytes:
         """The payload of the one section tagged ``tag`` (BitstreamError if absent or repeated)."""
@@ -154,37 +199,44 @@ class Container:
         """Payloads of every section tagged ``tag``, in file order."""
         return [payload for t, payload in self.sections if t == tag]
 
-    def to_bytes(self) -> bytes:
-        """Serialise; raises ValueError for a header or section this format could not read back."""
+    def stream(self) -> bytes:
+        """The elementary stream (head and sections): what a decoder needs, and what the rate counts."""
         if not isinstance(self.codec, str) or not self.codec:
             raise ValueError("codec must be a non-empty string")
-        if "codec" in self.header:
-            raise ValueError("header must not contain the key 'codec' (it is stored from Container.codec)")
         try:
             validate_header(self.header)
             check_geometry(self.header)
-            raw = json.dumps({"codec": self.codec, **self.header}, sort_keys=True, separators=(",", ":"),
-                             ensure_ascii=True, allow_nan=False).encode("ascii")
-        except (BitstreamError, TypeError, ValueError) as exc:
+        except BitstreamError as exc:
             raise ValueError(f"invalid container header: {exc}") from None
-        if json.loads(raw) != {"codec": self.codec, **self.header}:
-            raise ValueError("header does not survive JSON unchanged (tuples or numpy scalars?): "
-                             "use plain lists, dicts, str, int, float, bool and None")
-        if len(raw) > MAX_HEADER:
-            raise ValueError(f"header JSON of {len(raw)} bytes exceeds {MAX_HEADER}")
+        if "codec" in self.header:
+            raise ValueError("header must not contain the key 'codec' (it is stored from Container.codec)")
+        head = _dump(dict(self.header), "header")
         if len(self.sections) > MAX_SECTIONS:
             raise ValueError(f"{len(self.sections)} sections exceed {MAX_SECTIONS}")
-        fixed = struct.pack("<HII", FORMAT_VERSION, len(self.sections), len(raw))
-        out = bytearray(MAGIC + fixed + struct.pack("<I", zlib.crc32(fixed + raw)) + raw)
+        out = bytearray()
+        put_varint(out, len(head))
+        out += head
+        put_varint(out, len(self.sections))
         for tag, payload in self.sections:
-            btag = tag.encode("ascii", "replace") if isinstance(tag, str) else b""
-            if not _TAG.fullmatch(btag):
-                raise ValueError(f"section tag {tag!r} must be 4 ASCII letters, digits or '_'")
+            if tag not in SECTION_TAGS:
+                raise ValueError(f"section tag {tag!r} is not one of {SECTION_TAGS}")
             payload = bytes(payload)
             if len(payload) > 0xFFFFFFFF:
                 raise ValueError(f"section {tag!r} is larger than 4 GiB")
-            head = btag + struct.pack("<I", len(payload))
-            out += head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+            out.append(SECTION_TAGS.index(tag))
+            put_varint(out, len(payload))
+            out += payload
+        return bytes(out)
+
+    def to_bytes(self) -> bytes:
+        """Serialise (version 2); raises ValueError for a header or section this format could not read back."""
+        if "codec" in self.meta:
+            raise ValueError("meta must not contain the key 'codec' (it is stored from Container.codec)")
+        stream = self.stream()
+        meta = _dump({"codec": self.codec, **self.meta}, "metadata")
+        out = bytearray(_V2.pack(MAGIC, FORMAT_VERSION, len(meta)) + meta)
+        out += struct.pack("<I", len(stream)) + stream
+        out += struct.pack("<I", zlib.crc32(bytes(out[4:])))
         return bytes(out)
 
     @classmethod
@@ -193,11 +245,64 @@ class Container:
         data = memoryview(bytes(data))
         if len(data) < 4 or bytes(data[:4]) != MAGIC:
             raise BitstreamError("not a weightstep file (bad magic bytes)")
+        if len(data) < 6:
+            raise BitstreamError("truncated file header")
+        version = struct.unpack_from("<H", data, 4)[0]
+        if version == 1:
+            return cls._from_v1(data, max_sections, max_header)
+        if version != FORMAT_VERSION:
+            raise BitstreamError(f"unsupported weightstep format version {version} (this build reads 1 and "
+                                 f"{FORMAT_VERSION})")
+        return cls._from_v2(data, max_sections, max_header)
+
+    @classmethod
+    def _from_v2(cls, data: memoryview, max_sections: int, max_header: int) -> Container:
+        if len(data) < _V2.size + 8:
+            raise BitstreamError("truncated file header")
+        meta_len = _V2.unpack_from(data)[2]
+        if meta_len > max_header:
+            raise BitstreamError(f"metadata of {meta_len} bytes exceeds the limit of {max_header}")
+        if meta_len > len(data) - _V2.size - 8:
+            raise BitstreamError("truncated metadata")
+        pos = _V2.size + meta_len
+        stream_len = struct.unpack_from("<I", data, pos)[0]
+        if stream_len != len(data) - pos - 8:
+            raise BitstreamError(f"the stream's length {stream_len} does not match the file's "
+                                 f"{max(0, len(data) - pos - 8)} bytes")
+        if zlib.crc32(bytes(data[4:len(data) - 4])) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+            raise BitstreamError("CRC mismatch: the file is damaged")
+        meta = _parse_json(bytes(data[_V2.size:pos]))
+        if not isinstance(meta, dict):
+            raise BitstreamError("metadata is not a JSON object")
+        codec = meta.pop("codec", None)
+        if not isinstance(codec, str) or not codec:
+            raise BitstreamError("metadata lacks a codec name")
+        stream = ByteReader(bytes(data[pos + 4:len(data) - 4]), "stream")
+        head_len = stream.varint("header length")
+        if head_len > max_header:
+            raise BitstreamError(f"header of {head_len} bytes exceeds the limit of {max_header}")
+        header = _parse_json(stream.take(head_len, "header"))
+        validate_header(header)
+        check_geometry(header)
+        count = stream.varint("section count")
+        if count > max_sections:
+            raise BitstreamError(f"{count} sections exceed the limit of {max_sections}")
+        sections: list[tuple[str, bytes]] = []
+        for i in range(count):
+            index = stream.take(1, f"tag of section #{i}")[0]
+            if index >= len(SECTION_TAGS):
+                raise BitstreamError(f"unknown tag {index} of section #{i}")
+            sections.append((SECTION_TAGS[index], stream.take(stream.varint(f"length of section #{i}"),
+                                                              f"section #{i}")))
+        if stream.rest():
+            raise BitstreamError("unexpected bytes after the last section")
+        return cls(codec=codec, header=header, sections=sections, meta=meta)
+
+    @classmethod
+    def _from_v1(cls, data: memoryview, max_sections: int, max_header: int) -> Container:
         if len(data) < _PRE.size:
             raise BitstreamError("truncated file header")
-        _, version, n_sections, header_len, header_crc = _PRE.unpack_from(data)
-        if version != FORMAT_VERSION:
-            raise BitstreamError(f"unsupported weightstep format version {version} (this build reads {FORMAT_VERSION})")
+        _, _, n_sections, header_len, header_crc = _PRE.unpack_from(data)
         if header_len > max_header:
             raise BitstreamError(f"header of {header_len} bytes exceeds the limit of {max_header}")
         if header_len > len(data) - _PRE.size:
@@ -237,3 +342,20 @@ class Container:
         if pos != len(data):
             raise BitstreamError(f"{len(data) - pos} unexpected bytes after the last section")
         return cls(codec=codec, header=obj, sections=sections)
+
+
+def section_size(payload: bytes) -> int:
+    """Bytes one section takes in a version-2 stream: its tag, its length (varint) and its payload."""
+    head = bytearray()
+    put_varint(head, len(payload))
+    return 1 + len(head) + len(payload)
+
+
+def payload_size(data: bytes) -> int:
+    """Bytes of a file's elementary stream (version 2), which is what a decoder needs and what the
+    rate counts; a version-1 file counts whole (it has no such part)."""
+    Container.from_bytes(data)  # checks it
+    if struct.unpack_from("<H", data, 4)[0] == 1:
+        return len(data)
+    meta_len = _V2.unpack_from(data)[2]
+    return len(data) - _V2.size - meta_len - 8  # less the metadata, the stream's length field and the CRC
