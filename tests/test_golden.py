@@ -47,5 +47,7 @@ def test_every_codec_family_has_a_golden_file():
     networks = {entry["params"].get("inr") for entry in ENTRIES.values() if entry["codec"] == "weightstep"}
     assert networks >= {"siren", "fourier", "dip"}
     assert set(ENTRIES) == set(CASES), "tests/golden.py and the manifest disagree: regenerate deliberately"
+    versions = {entry["container_version"] for entry in ENTRIES.values() if entry["container_version"]}
+    assert versions >= {1, 2}, "every container version a decoder reads needs golden files"
     for entry in ENTRIES.values():
         assert entry["bytes"] < 8000, f"{entry['file']} is {entry['bytes']} bytes: keep golden files small"
