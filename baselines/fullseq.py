@@ -323,10 +323,9 @@ class FullSequenceCodec(Codec):
         meta = {"config": dataclasses.asdict(cfg), "seeds": self.seeds(), "encoded_on": stream_device(self.device),
                 **self.header_extra(net)}
         container = Container(codec=self.name, header=header, sections=[(SECTION, section)], meta=meta)
-        data = container.to_bytes()
+        data, payload = container.write()
         facts.update(self.header_extra(net))
-        return Encoded(data=data, payload_bytes=len(container.stream()), per_frame_bits=[None] * frames,
-                       extra=facts)
+        return Encoded(data=data, payload_bytes=payload, per_frame_bits=[None] * frames, extra=facts)
 
     # -- decode --------------------------------------------------------------------------------
     def decode(self, data: bytes) -> Video:

@@ -22,14 +22,10 @@ class Encoded:
     """What an encoder hands back: the file to write and what only the encoder knows."""
 
     data: bytes  # the whole file as written to disk
-    payload_bytes: int | None = None  # bytes needed to decode, if less than the file (elementary stream)
+    payload_bytes: int | None = None  # the elementary stream's bytes (the rate); None: codec.payload_bytes(data)
     per_frame_bits: list[int | None] | None = None  # coded bits of each frame in display order
     estimated_bits: float | None = None  # an entropy-model estimate, logged but never the rate
     extra: dict[str, Any] = field(default_factory=dict)  # codec-specific facts (e.g. changed weights)
-
-    @property
-    def bytes(self) -> int:
-        return len(self.data) if self.payload_bytes is None else self.payload_bytes
 
 
 class Codec(abc.ABC):

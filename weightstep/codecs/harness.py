@@ -66,7 +66,7 @@ def encoded_on(container: Any) -> str | None:
     """Where a file was encoded, as its header records it (None: conventional files, older files)."""
     if container is None:
         return None
-    return getattr(container, "meta", {}).get("encoded_on") or container.header.get("encoded_on")
+    return container.meta.get("encoded_on") or container.header.get("encoded_on")  # version 1: the header
 
 
 def _result(codec: Codec, video: Video, decoded: Video, encoded: Encoded | None, data: bytes,

@@ -318,7 +318,7 @@ class WeightStepCodec(Codec):
                 "encoded_on": stream_device(self.device)}
         sections = [(ANCHOR if c.kind == "anchor" else STEP, c.data) for c in coded]
         container = Container(codec=self.name, header=header, sections=sections, meta=meta)
-        data, payload = container.to_bytes(), len(container.stream())
+        data, payload = container.write()
         self.reconstruction = torch.cat([c.frame.cpu() for c in coded])
         per_frame = [8 * section_size(c.data) for c in coded]
         per_frame[0] += 8 * payload - sum(per_frame)  # the stream's header goes with the first frame

@@ -228,8 +228,9 @@ class Container:
             out += payload
         return bytes(out)
 
-    def to_bytes(self) -> bytes:
-        """Serialise (version 2); raises ValueError for a header or section this format could not read back."""
+    def write(self) -> tuple[bytes, int]:
+        """(the file, version 2; the bytes of its stream, which the rate counts); raises ValueError
+        for a header or section this format could not read back."""
         if "codec" in self.meta:
             raise ValueError("meta must not contain the key 'codec' (it is stored from Container.codec)")
         stream = self.stream()
@@ -237,7 +238,11 @@ class Container:
         out = bytearray(_V2.pack(MAGIC, FORMAT_VERSION, len(meta)) + meta)
         out += struct.pack("<I", len(stream)) + stream
         out += struct.pack("<I", zlib.crc32(bytes(out[4:])))
-        return bytes(out)
+        return bytes(out), len(stream)
+
+    def to_bytes(self) -> bytes:
+        """The file (see :meth:`write`)."""
+        return self.write()[0]
 
     @classmethod
     def from_bytes(cls, data: bytes, *, max_sections: int = MAX_SECTIONS, max_header: int = MAX_HEADER) -> Container:
