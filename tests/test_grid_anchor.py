@@ -17,7 +17,7 @@ from weightstep.coding.stepsearch import quantise_snapped, search_steps
 from weightstep.coding.tensorpack import pack_network, snap_steps, unpack_network
 from weightstep.errors import BitstreamError
 from weightstep.inr import NetworkSpec, build_network, latent_names
-from weightstep.inr.latent_context import laplace_bits
+from weightstep.inr.latent_context import checkerboard, laplace_bits
 from weightstep.video import Video
 
 GRID = {"inr": "grid", "grid_levels": "4", "grid_hidden": "8", "anchor_steps": "150", "lambda": "1e-5",
@@ -105,6 +105,38 @@ def test_training_bits_agree_with_the_coded_model_on_integers():
     assert torch_bits == pytest.approx(numpy_bits, rel=1e-4)
 
 
+def test_batched_training_bits_are_the_coding_orders_per_level_model():
+    """The training path lays every level side by side; the coder evaluates level by level, pass by
+    pass (:func:`coding_plan`). On odd sizes (ragged coarser levels) both give the same bits and
+    gradients, so what the fit minimises is what the file will cost."""
+    spec = NetworkSpec(kind="grid", grid_levels=5, grid_hidden=4, grid_context_hidden=6, seed=2)
+    net = build_network(spec, 37, 50)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.context.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=generator))
+        for grid in net.latents:
+            grid.copy_(torch.round(2.0 * torch.randn(grid.shape, generator=generator)))
+    latents = list(net.latents)
+    reference = latents[0].new_zeros(())
+    for level, values in enumerate(latents):
+        coarser = latents[level + 1] if level + 1 < len(latents) else None
+        mask = checkerboard(*values.shape[-2:])
+        mu_a, s_a = net.context.level_params(level, values, coarser, "a")
+        mu_b, s_b = net.context.level_params(level, values, coarser, "b")
+        reference = reference + laplace_bits(values[0, 0], torch.where(mask, mu_a, mu_b),
+                                             torch.where(mask, s_a, s_b)).sum()
+    reference.backward()
+    expected = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad()
+    batched = net.context(latents)
+    batched.backward()
+    assert float(batched.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    for name, grad in expected.items():
+        got = dict(net.named_parameters())[name].grad
+        assert torch.allclose(got, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max())), name
+
+
 def test_chunk_decoder_pops_chunks_in_order():
     rng = np.random.default_rng(1)
     chunks = [(rng.integers(-5, 6, n), rng.normal(0, 1, n).round(2), rng.uniform(0.5, 3, n)) for n in (7, 1, 30)]
@@ -157,7 +189,8 @@ def test_quantisation_fine_tune_uses_the_network_kind_lr_and_the_codec_seed():
 
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
 def test_fitting_upsamples_by_matrices_to_the_kernels_function(mode):
-    """Autograd on: A_h @ level @ A_w^T; off (coded renders, the decoder): torch's kernel. Same function."""
+    """Autograd on: A_h @ level @ A_w^T; off (coded renders, the decoder): torch's kernel, or the same
+    matrices where the stream's format says so. Same function."""
     spec = NetworkSpec(kind="grid", grid_levels=5, grid_hidden=4, grid_upsample=mode, seed=3)
     net = build_network(spec, 37, 50)  # odd sizes: the crop after each level's upsampling matters
     generator = torch.Generator().manual_seed(0)
@@ -170,3 +203,7 @@ def test_fitting_upsamples_by_matrices_to_the_kernels_function(mode):
     assert torch.allclose(fitted, kernel, atol=1e-5) and not torch.equal(fitted, kernel)
     fitted.square().sum().backward()
     assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in net.latents)
+    net.matrix_render = True  # stream format 3: coded renders and the decoder take the matrices too
+    with torch.no_grad():
+        rendered = net.upsampled(list(net.latents))
+    assert torch.equal(rendered, fitted.detach())

@@ -37,4 +37,6 @@ def test_default_anchor_steps_scale_down_with_the_frame():
     assert grid.steps(1920 * 1080) == 250 and siren.steps(3840 * 2160) == 100  # never below 1/8
     assert WeightStepConfig(inr="grid", anchor_steps=700).steps(1920 * 1080) == 700  # explicit wins
     assert grid.anchor_settings(True, 640 * 360).fit.steps == 500
-    assert grid.anchor_settings(True, 640 * 360).qat_steps == 100
+    assert grid.anchor_settings(True, 640 * 360).qat_steps == 50  # a tenth for the grid
+    assert siren.anchor_settings(True, 176 * 144).qat_steps == 160  # a fifth for the others
+    assert WeightStepConfig(inr="grid", qat_steps=7).anchor_settings(True, 176 * 144).qat_steps == 7

@@ -47,19 +47,22 @@ def test_latent_residual_steps_round_trip_exactly_on_the_grid(update, clip, tmp_
     assert all("threshold" in step for step in result.extra["steps"])
 
 
-def test_latent_streams_state_their_layout_and_others_keep_format_1(clip, tmp_path):
-    """Only the latent kinds changed layout (format 2); a stream says which it holds, a header that
-    does not fit its kind is refused, and every other kind still writes (and keys jobs by) format 1."""
+def test_stream_formats_by_network_and_kind(clip, tmp_path):
+    """Grid streams are format 3 (latent steps coded in blocks since format 2; renders upsample by
+    matrices since 3), the other networks' streams still format 1, so their job keys stand. A header
+    whose format does not fit its network and kind is refused; a grid stream read as format 1 still
+    decodes (with torch's kernel: the same 8-bit pixels up to a rounding flip)."""
     import json
 
     latent = registry.create("weightstep", {"inr": "grid", "update": "latent", "lambda": "1e-4", **FAST,
                                             **TINY["grid"]})
-    assert latent.describe()["format"] == 2 and registry.create("weightstep", {"update": "l0"}).describe()["format"] == 1
+    assert latent.describe()["format"] == 3 and registry.create("weightstep", {"inr": "dip", "update": "l0"}).describe()["format"] == 1
+    assert registry.create("weightstep", {"inr": "siren", "update": "warp+lowrank"}).describe()["format"] == 1
     harness.run(latent, clip, tmp_path / "c.wsv")
     data = (tmp_path / "c.wsv").read_bytes()
     container = Container.from_bytes(data)
-    assert container.header["format"] == 2
-    for wrong in (3, 0):
+    assert container.header["format"] == 3
+    for wrong in (4, 0):
         header = {**container.header, "format": wrong}
         forged = Container(codec=container.codec, header=header, sections=container.sections).to_bytes()
         with pytest.raises(BitstreamError, match="format"):
@@ -68,11 +71,16 @@ def test_latent_streams_state_their_layout_and_others_keep_format_1(clip, tmp_pa
                                              **TINY["grid"]})
     harness.run(lowrank, clip, tmp_path / "l.wsv")
     other = Container.from_bytes((tmp_path / "l.wsv").read_bytes())
-    assert other.header["format"] == 1
+    assert other.header["format"] == 3
     forged = Container(codec=other.codec, header={**other.header, "format": 2}, sections=other.sections).to_bytes()
     with pytest.raises(BitstreamError, match="does not fit"):
         lowrank.decode(forged)
-    assert json.loads(json.dumps(other.header))["format"] == 1
+    assert json.loads(json.dumps(other.header))["format"] == 3
+    as_format_1 = Container(codec=other.codec, header={**other.header, "format": 1}, sections=other.sections)
+    kernel = lowrank.decode(as_format_1.to_bytes()).rgb()
+    matrices = lowrank.decode((tmp_path / "l.wsv").read_bytes()).rgb()
+    assert np.array_equal(matrices, lowrank.reconstruction.numpy())
+    assert np.abs(kernel - matrices).max() <= 1.0 / 255 + 1e-6  # 8-bit pixels: rounding flips at most
 
 
 def test_latent_steps_need_a_latent_grid_network():

@@ -42,8 +42,9 @@ STEP = "STEP"  # section of one weight update
 # uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
 # latent kinds' residual in blocks with skip flags (stepping/latent.py). A stream whose step kind
 # did not change keeps writing 1, so its files and the job keys of its results stay as they were.
-FORMAT = 2
-LATENT_BLOCKS = 2
+FORMAT = 3
+LATENT_BLOCKS = 2  # from format 2: latent steps code their residual in blocks (stepping/latent.py)
+MATRIX_RENDER = 3  # from format 3: a grid network's renders upsample its latents by matrices (inr/grid.py)
 
 # What the decoder never reads: how the encoder searched. Kept in the file's metadata, not its
 # stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
@@ -65,6 +66,12 @@ STREAM_DEFAULTS: dict[int, dict[str, Any]] = {
         "seed": 0, "device": "auto"},
 }
 
+
+# Default straight-through phases after the fit, as a fraction of its steps: 1/5, and 1/10 for the grid,
+# whose weight fine-tune was never kept at 2000 steps and whose rounding phase gave the same file at
+# half the steps (carphone frame 0, lambda 1e-2 / 1e-3 / 3e-4: 1341 / 3977 / 5081 bytes at 400 steps,
+# 1345 / 3977 / 5081 at 200, same PSNR; 8-9 s less encode).
+QAT_DIVISOR = {"grid": 10}
 
 # Frames up to this many pixels (320x180) get the full default anchor steps; larger frames get
 # proportionally fewer (each step costs time in proportion to the pixels), never below 1/8, so
@@ -152,7 +159,8 @@ class WeightStepConfig:
     step_sweeps: int = param(2, "sweeps of the per-tensor quantisation step refinement after the shared "
                              "search (0 = one relative step shared by all tensors)", low=0, high=10)
     qat_steps: int | None = param(None, "straight-through steps at the chosen quantisation (a rounding phase "
-                                  "of the latents, then a weight fine-tune); none = a fifth of anchor_steps",
+                                  "of the latents, then a weight fine-tune); none = a fifth of anchor_steps, a "
+                                  "tenth for the grid (its few weights gain nothing from the longer fine-tune)",
                                   low=0, high=10**6)
     seed: int = param(0, "seed of the network's initialisation and fixed inputs (regenerated, never sent)",
                       low=0, high=2**31 - 1)
@@ -198,8 +206,17 @@ class WeightStepConfig:
         return frozenset(unused)
 
     def stream_format(self) -> int:
-        """The section layout version this config writes (see FORMAT)."""
+        """The stream version this config writes (see FORMAT): grid streams the newest, the other
+        networks' streams 1 (nothing they write has changed since)."""
+        if self.inr == "grid":
+            return MATRIX_RENDER
         return LATENT_BLOCKS if split_kind(self.update)[1] == "latent" else 1
+
+    def readable_formats(self) -> tuple[int, ...]:
+        """The stream versions a decoder takes for this config: what it writes, and what earlier
+        builds wrote for it (format 1, and 2 for latent steps)."""
+        older = (1, LATENT_BLOCKS) if split_kind(self.update)[1] == "latent" else (1,)
+        return tuple(sorted({*older, self.stream_format()}))
 
     def gop_size(self) -> int:
         """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
@@ -251,7 +268,7 @@ class WeightStepConfig:
         steps = self.steps(pixels)
         fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
                                seed=self.seed)
-        qat = self.qat_steps if self.qat_steps is not None else steps // 5
+        qat = self.qat_steps if self.qat_steps is not None else steps // QAT_DIVISOR.get(self.inr, 5)
         return AnchorSettings(fit=fit_config if fit_first else None, lam=self.lam, per_channel=self.per_channel,
                               qat_steps=qat, qat_lr=0.1 * self.lr(), seed=self.seed, loss=self.loss,
                               step_sweeps=self.step_sweeps)
@@ -277,9 +294,12 @@ class WeightStepCodec(Codec):
         info["format"] = self.config.stream_format()
         return info
 
-    def _network(self, height: int, width: int, device: torch.device | None = None):
+    def _network(self, height: int, width: int, device: torch.device | None = None, *,
+                 stream_format: int | None = None):
         # MLPs render RENDER_CHUNK pixels per pass, in the encoder and the decoder alike (bounded memory)
         net = build_network(self.config.network_spec(), height, width, chunk_size=budget.RENDER_CHUNK)
+        if hasattr(net, "matrix_render"):  # how coded renders upsample: as the stream's format says
+            net.matrix_render = (stream_format or self.config.stream_format()) >= MATRIX_RENDER
         return net if device is None else net.to(device)
 
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
@@ -342,8 +362,9 @@ class WeightStepCodec(Codec):
         if cfg != self.config:
             return type(self)(cfg).decode(data)
         stream_format = header["format"]
-        if stream_format not in (1, cfg.stream_format()):
-            raise BitstreamError(f"{self.name} stream: format {stream_format} does not fit update={cfg.update}")
+        if stream_format not in cfg.readable_formats():
+            raise BitstreamError(f"{self.name} stream: format {stream_format} does not fit inr={cfg.inr}, "
+                                 f"update={cfg.update}")
         width, height, frames = header["width"], header["height"], header["frames"]
         tags = [tag for tag, _ in container.sections]
         expected = [ANCHOR if t - start == 0 else STEP for start, count in self.gops(frames)
@@ -357,7 +378,7 @@ class WeightStepCodec(Codec):
                              height=height, width=width,
                              read_weights=lambda meta: None if latent_names(meta)  # latents need a real net
                              else decode_anchor(container.sections[0][1], meta))
-        net = self._network(height, width, self.device)
+        net = self._network(height, width, self.device, stream_format=stream_format)
         shapes = parameter_shapes(net)
         targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
         frozen = frozen_names(net)
