@@ -49,5 +49,9 @@ def test_every_codec_family_has_a_golden_file():
     assert set(ENTRIES) == set(CASES), "tests/golden.py and the manifest disagree: regenerate deliberately"
     versions = {entry["container_version"] for entry in ENTRIES.values() if entry["container_version"]}
     assert versions >= {1, 2}, "every container version a decoder reads needs golden files"
+    from weightstep.codecs.weightstep_codec import FORMAT
+
+    formats = {entry["format"] for entry in ENTRIES.values() if entry["codec"] == "weightstep"}
+    assert formats == set(range(1, FORMAT + 1)), "every weightstep stream format a decoder reads needs a golden file"
     for entry in ENTRIES.values():
         assert entry["bytes"] < 8000, f"{entry['file']} is {entry['bytes']} bytes: keep golden files small"

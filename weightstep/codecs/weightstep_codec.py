@@ -38,10 +38,11 @@ from weightstep.video import Video
 
 ANCHOR = "ANCH"  # section of a full network (frame 0 of each GOP)
 STEP = "STEP"  # section of one weight update
-# Layout versions of this codec's sections, bumped when one changes; a stream states the one it
-# uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
-# latent kinds' residual in blocks with skip flags (stepping/latent.py). A stream whose step kind
-# did not change keeps writing 1, so its files and the job keys of its results stay as they were.
+# Versions of this codec's streams, bumped when what a decoder does changes; a stream states the one
+# it uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
+# latent kinds' residual in blocks with skip flags (stepping/latent.py); 3: a grid network's coded
+# renders upsample by matrices (every grid stream). A stream whose network and step kind did not
+# change keeps writing 1, so its files and the job keys of its results stay as they were.
 FORMAT = 3
 LATENT_BLOCKS = 2  # from format 2: latent steps code their residual in blocks (stepping/latent.py)
 MATRIX_RENDER = 3  # from format 3: a grid network's renders upsample its latents by matrices (inr/grid.py)
