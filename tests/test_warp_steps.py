@@ -158,8 +158,9 @@ def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int,
 
 def test_a_fitted_warp_follows_a_shift(tmp_path):
     """Frames that are the first one shifted by whole pixels: the warp step finds the shift for a few bytes."""
-    steps = _shifting_clip_steps(tmp_path, 1, (20, 40), 16, "test:shift",
-                                 warp_init="previous")  # the fit alone, from the identity
+    # the fit alone, from the identity; a 400-step anchor (at 200 the second step's fit followed
+    # 0.35-0.75 px for some seeds: what a warp fit finds depends on how well the anchor renders)
+    steps = _shifting_clip_steps(tmp_path, 1, (20, 40), 16, "test:shift", warp_init="previous", anchor_steps="400")
     shifts = [step["warp_shift"][0] for step in steps]
     # content moves left by 1 px a frame: each step samples about 1 px to the right of the last state
     assert all(0.5 < s < 1.6 for s in shifts) and abs(sum(shifts) - 2.0) < 0.5, shifts

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from weightstep.codecs.latentcoding import decode_latents, encode_latents, latent_bits
+from weightstep.codecs.latentcoding import decode_latents, encode_latents, latent_bits, latent_inputs
 from weightstep.coding.coded_network import CodedNetwork
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.coding.quantise import QuantisedTensor, quantise_absolute
@@ -67,6 +67,7 @@ class AnchorSettings:
     loss: str = "mse"  # reconstruction loss of the straight-through phases (the codec's)
     step_sweeps: int = 2  # per-tensor step refinement sweeps (0 = one shared step, as before)
     latent_mode: str = "soft"  # the main fit's latent proxy: soft (annealed; from SOFT_MIN_STEPS) or noise
+    fused: bool = False  # Adam's fused kernel in the straight-through phases (the main fit's is in ``fit``)
 
 
 def _ste(value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -106,14 +107,16 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
         bits = None
         if latents:
             rate_view = dict(p)
-            temp = temperature(index, config.steps)
-            for name in latents:
-                value = p[name]
-                if latent_mode == "soft":
-                    p[name], rate_view[name] = latent_proxy(value, temp)
-                    continue
-                p[name] = rate_view[name] = (value + (torch.rand_like(value) - 0.5) if latent_mode == "noise"
-                                             else _ste(value, 1.0) if latent_mode == "round" else value)
+            # every level at once (one flat tensor, then views): a few ops a step instead of a few per level
+            flat = torch.cat([p[name].reshape(-1) for name in latents])
+            if latent_mode == "soft":
+                seen, rated = latent_proxy(flat, temperature(index, config.steps))
+            else:
+                seen = rated = (flat + (torch.rand_like(flat) - 0.5) if latent_mode == "noise"
+                                else _ste(flat, 1.0) if latent_mode == "round" else flat)
+            sizes = [p[name].numel() for name in latents]
+            for name, a, b in zip(latents, seen.split(sizes), rated.split(sizes), strict=True):
+                p[name], rate_view[name] = a.view_as(p[name]), b.view_as(p[name])
             bits = net.latent_bits(rate_view)
             extras["bpp"] = bits.detach() / pixels
         pred = functional_call(net, p, ())
@@ -188,7 +191,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
         facts.update({"fit_steps": report.steps_done, "fit_seconds": report.seconds,
                       "fit_stopped_by": report.stopped_by})
     qat = FitConfig(steps=max(1, settings.qat_steps), lr=settings.qat_lr, warmup_fraction=0.0,
-                    seed=settings.seed, loss=settings.loss)
+                    seed=settings.seed, loss=settings.loss, fused=settings.fused)
     if latents and settings.qat_steps > 0:
         before, saved = _rounded_cost(net, target_cpu, lam_bit), _snapshot(net)
         report = _train(net, target, qat, lam_bit, latent_mode="round", label=f"{label}: rounded latents")
@@ -201,8 +204,16 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
     floats = {name: p.detach().cpu() for name, p in params.items() if name not in latents}
     facts["fit_psnr"] = psnr_from_mse(mse(render(net, {**floats, **rounded}).cpu(), target_cpu))
 
+    known_bits: dict[bytes, float] = {}  # the search moves one tensor at a time: most moves leave the latent bits
+
     def objective(dequantised: dict[str, torch.Tensor]) -> float:  # D + lam * latent bits; the search adds the weights'
-        return _cost(net, {**dequantised, **rounded}, target_cpu, lam_bit, 0)[0]
+        weights = {**dequantised, **rounded}
+        if not latents:
+            return _cost(net, weights, target_cpu, lam_bit, 0)[0]
+        key = latent_inputs(net, weights)
+        if key not in known_bits:
+            known_bits[key] = latent_bits(net, weights)
+        return mse(render(net, weights).cpu(), target_cpu) + lam_bit * known_bits[key]
 
     quantised, steps = search_steps(floats, objective, lam_bit, per_channel=settings.per_channel,
                                     sweeps=settings.step_sweeps)

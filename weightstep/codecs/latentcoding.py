@@ -9,6 +9,7 @@ sides, walking :func:`~weightstep.inr.latent_context.coding_plan`'s decoding ord
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import numpy as np
 import torch
@@ -42,6 +43,16 @@ def latent_chunks(net: nn.Module, weights: dict[str, torch.Tensor]) -> list[tupl
 
     coding_plan(_context(net, weights), [tuple(g.shape[-2:]) for g in grids], known)
     return chunks
+
+
+def latent_inputs(net: nn.Module, weights: dict[str, torch.Tensor]) -> bytes:
+    """A digest of everything :func:`latent_bits` reads from ``weights`` (the context weights and the
+    latents): equal digests, equal bits, so a search over the other weights can reuse the figure."""
+    names = [name for name in weights if name.startswith(_PREFIX)] + list(latent_names(net))
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(weights[name].detach().cpu().float().numpy().tobytes())
+    return digest.digest()
 
 
 def latent_bits(net: nn.Module, weights: dict[str, torch.Tensor]) -> float:

@@ -267,12 +267,13 @@ class WeightStepConfig:
 
     def anchor_settings(self, fit_first: bool, pixels: int | None = None) -> AnchorSettings:
         steps = self.steps(pixels)
+        fused = self.inr == "grid"  # grid results were re-keyed by stream format 3; the others keep the Adam they were measured with
         fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
-                               seed=self.seed)
+                               seed=self.seed, fused=fused)
         qat = self.qat_steps if self.qat_steps is not None else steps // QAT_DIVISOR.get(self.inr, 5)
         return AnchorSettings(fit=fit_config if fit_first else None, lam=self.lam, per_channel=self.per_channel,
                               qat_steps=qat, qat_lr=0.1 * self.lr(), seed=self.seed, loss=self.loss,
-                              step_sweeps=self.step_sweeps)
+                              step_sweeps=self.step_sweeps, fused=fused)
 
 
 class WeightStepCodec(Codec):

@@ -62,6 +62,9 @@ class FitConfig:
     ssim_alpha: float = param(0.7, "weight of L1 in l1ssim (NeRV: 0.7)", low=0.0, high=1.0)
     seed: int = param(0, "torch.manual_seed at the start, for closures that sample", low=0, high=2**31 - 1)
     log_every: int = param(25, "steps between history entries", low=1)
+    fused: bool = param(False, "Adam's fused kernel: one op a step for all tensors instead of about ten per "
+                        "tensor (a grid anchor step: 0.4 ms against 1.8 ms on a CPU); the same update up "
+                        "to float rounding, so it is a choice per caller, not a silent default")
     patience: int | None = param(None, "stop when a running mean of the loss (D + lambda R for weight steps) "
                                  "has not improved by 0.1 % for this many steps, so easy frames are cheap; "
                                  "none = run every step", low=1, high=10**8)
@@ -196,7 +199,7 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     validate(config)
     groups = _normalise_groups(param_groups)
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(groups, lr=config.lr)
+    optimizer = torch.optim.Adam(groups, lr=config.lr, fused=config.fused or None)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     history: list[HistoryPoint] = []
     steps_done, final_loss, best_psnr, last_psnr = 0, math.nan, None, None
