@@ -257,7 +257,7 @@ class WeightStepConfig:
 
     def step_settings(self, frames: int) -> StepSettings:
         fit_config = FitConfig(steps=self.step_steps, lr=self.step_lr(), time_budget_s=self.step_time_budget,
-                               seed=self.seed, warmup_fraction=0.0,
+                               seed=self.seed, warmup_fraction=0.0, fused=self.inr == "grid",  # as its anchors
                                patience=self.step_patience if self.schedule == "two-stage" else None)
         return StepSettings(fit=fit_config, lam=self.step_lam(), frame_batch=self.frame_batch,
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
