@@ -21,7 +21,7 @@ Steps lie on a 2^(1/8) grid (:func:`snap_steps`), so they cost two bytes and are
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import math
 import struct
 from collections.abc import Sequence
@@ -58,15 +58,25 @@ def _step_codes(step: np.ndarray, name: str) -> np.ndarray:
 def _laplace_codes(values: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """(loc code, scale code) minimising the tensor's information content (a small search).
 
-    Memoised on the values: a step search packs the same network again and again with one tensor
-    changed, and this search was most of a pack's time (13 information contents per tensor)."""
-    values = np.ascontiguousarray(values.reshape(-1), dtype=np.int64)
-    return _laplace_codes_of(values.tobytes(), lo, hi)
+    Memoised on a digest of the values: a step search packs the same network again and again with
+    one tensor changed, and this search was most of a pack's time (13 information contents per
+    tensor). The memo holds digests and results only, never the values, whatever the tensors' size."""
+    flat = np.ascontiguousarray(values.reshape(-1), dtype=np.int64)
+    key = (hashlib.sha256(flat.tobytes()).digest(), int(lo), int(hi))
+    codes = _CODES_SEEN.get(key)
+    if codes is None:
+        if len(_CODES_SEEN) >= _CODES_KEPT:
+            _CODES_SEEN.clear()
+        codes = _CODES_SEEN[key] = _search_laplace_codes(flat, lo, hi)
+    return codes
 
 
-@functools.lru_cache(maxsize=256)
-def _laplace_codes_of(raw: bytes, lo: int, hi: int) -> tuple[int, int]:
-    x = np.frombuffer(raw, dtype=np.int64).astype(np.float64)
+_CODES_KEPT = 4096
+_CODES_SEEN: dict[tuple[bytes, int, int], tuple[int, int]] = {}
+
+
+def _search_laplace_codes(values: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    x = values.astype(np.float64)
     if x.size == 0:
         return 0, _SCALE_OFFSET
     loc = int(np.clip(np.round(np.median(x) * 8.0), -128, 127))
