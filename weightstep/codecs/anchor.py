@@ -142,9 +142,19 @@ def _weights(net: nn.Module, quantised: dict[str, QuantisedTensor], latents: dic
 
 
 def _cost(net: nn.Module, weights: dict[str, torch.Tensor], target_cpu: torch.Tensor, lam_bit: float,
-          weight_bits: int) -> tuple[float, float]:
-    """(D + lam_bit * all bits, latent bits) of decoder-side ``weights``."""
-    bits = latent_bits(net, weights) if latent_names(net) else 0.0
+          weight_bits: int, known: dict[bytes, float] | None = None) -> tuple[float, float]:
+    """(D + lam_bit * all bits, latent bits) of decoder-side ``weights``. ``known``: latent bits
+    already computed, by :func:`latent_inputs` (a search that moves one tensor at a time mostly
+    leaves them as they were)."""
+    bits = 0.0
+    if latent_names(net):
+        key = latent_inputs(net, weights) if known is not None else None
+        if key is None or key not in known:
+            bits = latent_bits(net, weights)
+            if key is not None:
+                known[key] = bits
+        else:
+            bits = known[key]
     return mse(render(net, weights).cpu(), target_cpu) + lam_bit * (weight_bits + bits), bits
 
 
@@ -204,16 +214,10 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
     floats = {name: p.detach().cpu() for name, p in params.items() if name not in latents}
     facts["fit_psnr"] = psnr_from_mse(mse(render(net, {**floats, **rounded}).cpu(), target_cpu))
 
-    known_bits: dict[bytes, float] = {}  # the search moves one tensor at a time: most moves leave the latent bits
+    known_bits: dict[bytes, float] = {}
 
     def objective(dequantised: dict[str, torch.Tensor]) -> float:  # D + lam * latent bits; the search adds the weights'
-        weights = {**dequantised, **rounded}
-        if not latents:
-            return _cost(net, weights, target_cpu, lam_bit, 0)[0]
-        key = latent_inputs(net, weights)
-        if key not in known_bits:
-            known_bits[key] = latent_bits(net, weights)
-        return mse(render(net, weights).cpu(), target_cpu) + lam_bit * known_bits[key]
+        return _cost(net, {**dequantised, **rounded}, target_cpu, lam_bit, 0, known_bits)[0]
 
     quantised, steps = search_steps(floats, objective, lam_bit, per_channel=settings.per_channel,
                                     sweeps=settings.step_sweeps)

@@ -255,9 +255,15 @@ class WeightStepConfig:
         return UpdateSpec(kind=part, log_alpha_init=self.log_alpha_init, gate_lr=self.gate_lr, latent_lr=self.latent_lr,
                           update_lr=self.step_lr(), lam=self.step_lam() / pixels, gate_bits=GATE_BITS, seed=self.seed)
 
+    def fused_adam(self) -> bool:
+        """Whether this config's fits (anchor and steps) use Adam's fused kernel: the grid's, whose
+        results were measured anew with stream format 3; the other networks keep the per-tensor
+        Adam their measured results came from."""
+        return self.inr == "grid"
+
     def step_settings(self, frames: int) -> StepSettings:
         fit_config = FitConfig(steps=self.step_steps, lr=self.step_lr(), time_budget_s=self.step_time_budget,
-                               seed=self.seed, warmup_fraction=0.0, fused=self.inr == "grid",  # as its anchors
+                               seed=self.seed, warmup_fraction=0.0, fused=self.fused_adam(),
                                patience=self.step_patience if self.schedule == "two-stage" else None)
         return StepSettings(fit=fit_config, lam=self.step_lam(), frame_batch=self.frame_batch,
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
@@ -267,7 +273,7 @@ class WeightStepConfig:
 
     def anchor_settings(self, fit_first: bool, pixels: int | None = None) -> AnchorSettings:
         steps = self.steps(pixels)
-        fused = self.inr == "grid"  # grid results were re-keyed by stream format 3; the others keep the Adam they were measured with
+        fused = self.fused_adam()
         fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
                                seed=self.seed, fused=fused)
         qat = self.qat_steps if self.qat_steps is not None else steps // QAT_DIVISOR.get(self.inr, 5)

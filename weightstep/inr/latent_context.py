@@ -139,16 +139,16 @@ class LatentContext(nn.Module):
         """
         shapes = tuple(tuple(int(n) for n in values.shape[-2:]) for values in latents)
         layout = _layout(shapes, latents[0].device)
+        # each level's cross once: rows 1-4 are its own neighbours, all five the finer level's coarse context
+        crosses = [_cross(values)[0].reshape(5, -1) for values in latents]
         columns, flat = [], []
         for level, values in enumerate(latents):
             h, w = shapes[level]
-            neighbours = _cross(values)[0, 1:].reshape(4, h * w)
             if level + 1 < len(latents):
-                coarser = _cross(latents[level + 1])[0].reshape(5, -1)
-                coarse = coarser.index_select(1, layout.parent[level])
+                coarse = crosses[level + 1].index_select(1, layout.parent[level])
             else:
                 coarse = values.new_zeros(5, h * w)
-            columns.append(torch.cat([neighbours, coarse], dim=0))
+            columns.append(torch.cat([crosses[level][1:], coarse], dim=0))
             flat.append(values.reshape(-1))
         features = torch.cat(columns, dim=1)  # (9, N): pass B reads all, pass A the coarse rows
         out_a = _mlp_columns(self.pass_a, features[4:])
