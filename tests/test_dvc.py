@@ -57,10 +57,10 @@ def test_round_trip_is_bit_exact_and_the_file_costs_what_the_model_estimates(cod
     assert estimated > 0 and estimated <= real <= estimated + 64 + 0.02 * estimated
 
 
-
 def test_the_stream_carries_only_what_its_decoder_reads(coded, ckpt):
     path, result = coded
     check_stream_settings("dvc", path, result, ckpt, {"gop": 3}, [128, 128])
+
 
 def test_eval_of_the_file_reproduces_the_quality(coded):
     path, result = coded

@@ -71,10 +71,10 @@ def test_round_trip_is_bit_exact(coded, ckpt):
     assert 0 < estimated <= real <= estimated + 64 * 2 + 0.02 * estimated  # one ANS flush per group
 
 
-
 def test_the_stream_carries_only_what_its_decoder_reads(coded, ckpt):
     path, result = coded
     check_stream_settings("vcii", path, result, ckpt, {"gop": 3, "iterations": 2}, [96, 80])
+
 
 def test_eval_of_the_file_reproduces_the_quality(coded):
     path, result = coded

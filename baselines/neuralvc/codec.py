@@ -180,7 +180,8 @@ class NeuralVideoCodec(Codec):
         """This codec with the settings a stream's header carries (a version-1 header carries them
         all; what the encoder alone reads is ignored there)."""
         stored = full_config(header, self.STREAM_DEFAULTS, f"{self.name} stream")
-        decoding = {k: v for k, v in stored.items() if k not in self.ENCODER_ONLY}
+        aliases = getattr(self.Config, "aliases", {})  # "lambda" is lmbda: an alias never slips past the filter
+        decoding = {k: v for k, v in stored.items() if aliases.get(k, k) not in self.ENCODER_ONLY}
         try:
             config = build(self.Config, {**plain(dataclasses.asdict(self.config)), **decoding},
                            where=f"{self.name} stream header")
