@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from neural_helpers import CLIP, assert_refused, invoke, train_tiny
+from neural_helpers import CLIP, assert_refused, check_stream_settings, invoke, train_tiny
 
 from baselines.dvc.convert import convert_state_dict
 from baselines.dvc.model import PRESETS, DvcNet
@@ -55,6 +55,11 @@ def test_round_trip_is_bit_exact_and_the_file_costs_what_the_model_estimates(cod
     assert recon_digest(decoded.rgb()) == result["extra"]["reconstruction_md5"]
     estimated, real = result["extra"]["p_frame_estimated_bits"], 8 * result["extra"]["p_frame_bytes"]
     assert estimated > 0 and estimated <= real <= estimated + 64 + 0.02 * estimated
+
+
+def test_the_stream_carries_only_what_its_decoder_reads(coded, ckpt):
+    path, result = coded
+    check_stream_settings("dvc", path, result, ckpt, {"gop": 3}, [128, 128])
 
 
 def test_eval_of_the_file_reproduces_the_quality(coded):

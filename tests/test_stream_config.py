@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from test_weight_steps import drifting_clip
 
+from baselines.dvc.codec import DvcCodec
 from baselines.full_cnn import FullCnnCodec
 from baselines.full_mlp import FullMlpCodec
 from baselines.nerv import NervCodec
+from baselines.vcii.codec import VciiCodec
 from weightstep import registry
 from weightstep.codecs import harness
 from weightstep.codecs.streamconfig import full_config
@@ -29,7 +31,7 @@ def _tables(cls):
     return STREAM_DEFAULTS if cls is WeightStepCodec else cls.STREAM_DEFAULTS
 
 
-@pytest.mark.parametrize("cls", CODECS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", [*CODECS, DvcCodec, VciiCodec], ids=lambda c: c.name)
 def test_the_newest_table_of_defaults_is_the_config_s(cls):
     tables = _tables(cls)
     current = json.loads(json.dumps(dataclasses.asdict(cls.Config())))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from neural_helpers import CLIP, assert_refused, invoke, train_tiny
+from neural_helpers import CLIP, assert_refused, check_stream_settings, invoke, train_tiny
 
 import baselines.vcii.convert as vconvert
 from baselines.neuralvc.checkpoint import read_record
@@ -69,6 +69,11 @@ def test_round_trip_is_bit_exact(coded, ckpt):
     assert recon_digest(decoded.rgb()) == result["extra"]["reconstruction_md5"]
     estimated, real = result["extra"]["b_frame_estimated_bits"], 8 * result["extra"]["b_frame_bytes"]
     assert 0 < estimated <= real <= estimated + 64 * 2 + 0.02 * estimated  # one ANS flush per group
+
+
+def test_the_stream_carries_only_what_its_decoder_reads(coded, ckpt):
+    path, result = coded
+    check_stream_settings("vcii", path, result, ckpt, {"gop": 3, "iterations": 2}, [96, 80])
 
 
 def test_eval_of_the_file_reproduces_the_quality(coded):

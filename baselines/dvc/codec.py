@@ -51,6 +51,9 @@ class DvcCodec(NeuralVideoCodec):
     kind = "dvc"
     stride = STRIDE
     Config = DvcConfig
+    ENCODER_ONLY = frozenset({"checkpoint", "lmbda", "intra_crf", "intra_preset", "device"})
+    STREAM_DEFAULTS = {1: {"checkpoint": None, "lmbda": None, "gop": 12, "intra_codec": "x265", "intra_crf": None,
+                           "intra_preset": "medium", "device": "auto"}}
     summary = "DVC (Lu et al. 2019): flow + motion/residual autoencoders, constriction-coded; needs a checkpoint"
 
     def build_network(self, record: dict) -> DvcNet:
@@ -107,8 +110,7 @@ class DvcCodec(NeuralVideoCodec):
                 sections.append(("GOP_", pack_group(key_bytes, rest, writer.checksum())))
         recon = np.stack(recon_frames).astype(np.float32)
         note = padding_note(h, w, STRIDE)
-        header = self.header(video, digest, {"padded": [pw, ph]})
-        data = Container(self.name, header, sections).to_bytes()
+        data, payload = self.write(video, digest, sections)
         estimated = estimates["mv"] + estimates["z"] + estimates["y"]
         extra: dict[str, Any] = {
             "intra": f"{self.config.intra_codec} intra, crf {crf:g}, preset {self.config.intra_preset}",
@@ -121,13 +123,15 @@ class DvcCodec(NeuralVideoCodec):
             "estimated_bits_scope": "P-frame latents only, under the model's own densities; key frames are "
                                     "coded by the intra codec and counted at their real size",
         }
-        return Encoded(data=data, per_frame_bits=per_frame, estimated_bits=estimated, extra=extra)
+        return Encoded(data=data, payload_bytes=payload, per_frame_bits=per_frame, estimated_bits=estimated, extra=extra)
 
     def decode(self, data: bytes) -> Video:
-        container, w, h, n, matrix = self.open_stream(data)
+        container, codec, w, h, n, matrix = self.open_stream(data)
+        return codec.decode_groups(container, w, h, n, matrix)
+
+    def decode_groups(self, container: Container, w: int, h: int, n: int, matrix: str) -> Video:
+        """The frames of a parsed stream, this codec's settings being the stream's."""
         ph, pw = padded_size(h, w, STRIDE)
-        if container.header.get("padded") != [pw, ph]:
-            raise BitstreamError(f"header padding {container.header.get('padded')!r} does not match {pw}x{ph}")
         _, net, digest = self.network()
         self.check_weights(container, digest)
         device = next(net.parameters()).device

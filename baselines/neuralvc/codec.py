@@ -13,6 +13,7 @@ stream is our container, one section per group of pictures (``GOP_``)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import struct
 from pathlib import Path
@@ -23,10 +24,13 @@ import torch
 from torch import nn
 
 from baselines.neuralvc.checkpoint import fingerprint, load_into, read_record
+from baselines.neuralvc.frames import padded_size
 from baselines.neuralvc.intra import decode_intra, encode_intra
 from weightstep.codecs.base import Codec
+from weightstep.codecs.streamconfig import full_config, plain, stream_config
 from weightstep.coding.container import FORMAT_VERSION, Container
-from weightstep.device import device_label, resolve_device
+from weightstep.config import build
+from weightstep.device import device_label, resolve_device, stream_device
 from weightstep.errors import BitstreamError, ConfigError, UnavailableError
 from weightstep.progress import make_progress
 from weightstep.video import Video
@@ -35,6 +39,7 @@ from weightstep.video.colour import MATRICES, rgb_to_yuv420, yuv420_to_rgb
 MAX_SIDE = 4096  # neural decoders allocate float32 feature maps: refuse larger frames before anything else
 MAX_TOTAL_PIXELS = 1 << 30  # frames x width x height a decoder will hold (about 500 frames of 1080p)
 _LEN = struct.Struct("<I")
+STREAM_FORMAT = 2  # 1: the whole config, the weights' fingerprint and the padding in the header (still read)
 
 _NETS: dict[tuple[str, str, float, int], tuple[dict, nn.Module, str]] = {}
 
@@ -52,6 +57,11 @@ class NeuralVideoCodec(Codec):
 
     container = FORMAT_VERSION  # part of describe(): results of another container version stop matching
     kind: ClassVar[str]  # checkpoint kind: "dvc" or "vcii"
+    # The settings a decoder never reads (kept in the file's metadata, not in the stream the rate
+    # counts) and the frozen defaults the stream's settings are written against (add a table,
+    # never edit one): weightstep/codecs/streamconfig.py.
+    ENCODER_ONLY: ClassVar[frozenset[str]]
+    STREAM_DEFAULTS: ClassVar[dict[int, dict[str, Any]]]
     stride: ClassVar[int]  # frames are padded to a multiple of this
     suffix = ".wst"
 
@@ -100,7 +110,7 @@ class NeuralVideoCodec(Codec):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out["format"] = 1
+        out["format"] = STREAM_FORMAT
         return out
 
     # key frames -----------------------------------------------------------------------------
@@ -119,19 +129,29 @@ class NeuralVideoCodec(Codec):
         return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
 
     # the container --------------------------------------------------------------------------
-    def header(self, video: Video, digest: str, extra: dict[str, Any]) -> dict[str, Any]:
-        import dataclasses
+    def write(self, video: Video, digest: str, sections: list[tuple[str, bytes]]) -> tuple[bytes, int]:
+        """(the file, the bytes of its stream): the stream carries geometry and the settings its
+        decoder reads (against a frozen table of defaults, weightstep/codecs/streamconfig.py); the
+        full settings, the weights' fingerprint and where it ran go to the metadata, which the
+        rate does not count (the checkpoint is the decoder's, as a conventional codec's spec is)."""
+        carried, table = stream_config(self.config, self.STREAM_DEFAULTS, self.ENCODER_ONLY)
+        header = {"config": carried, "defaults": table, "width": video.width, "height": video.height,
+                  "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "matrix": video.matrix,
+                  "format": STREAM_FORMAT}
+        meta = {"config": dataclasses.asdict(self.config), "weights": digest,
+                "encoded_on": stream_device(resolve_device(self.config.device))}
+        return Container(self.name, header, sections, meta=meta).write()
 
-        return {"width": video.width, "height": video.height, "frames": video.frames, "fps": float(video.fps),
-                "bit_depth": 8, "matrix": video.matrix, "config": dataclasses.asdict(self.config),
-                "weights": digest, **extra}
-
-    def open_stream(self, data: bytes) -> tuple[Container, int, int, int, str]:
-        """Parse and bound-check a file of this codec: (container, width, height, frames, matrix)."""
+    def open_stream(self, data: bytes) -> tuple[Container, NeuralVideoCodec, int, int, int, str]:
+        """Parse and bound-check a file of this codec: (container, this codec with the stream's
+        settings, width, height, frames, matrix). Only the checkpoint and the device stay ours."""
         container = Container.from_bytes(data)
         if container.codec != self.name:
             raise BitstreamError(f"the file was written by codec {container.codec!r}, not {self.name!r}")
         h = container.header
+        fmt = h.get("format", 1)
+        if fmt not in (1, STREAM_FORMAT) or isinstance(fmt, bool):
+            raise BitstreamError(f"{self.name} stream format {fmt!r} (this build reads 1 and {STREAM_FORMAT})")
         w, hgt, n = h["width"], h["height"], h["frames"]
         if w > MAX_SIDE or hgt > MAX_SIDE:
             raise BitstreamError(f"frame size {w}x{hgt} exceeds this decoder's limit of {MAX_SIDE} per side")
@@ -142,22 +162,44 @@ class NeuralVideoCodec(Codec):
         matrix = h.get("matrix")
         if matrix not in MATRICES:
             raise BitstreamError(f"header matrix {matrix!r} is not one of {', '.join(MATRICES)}")
-        if not isinstance(h.get("weights"), str):
-            raise BitstreamError("header lacks the weights fingerprint")
-        groups = self.section_count(n)
+        if fmt == 1:
+            if not isinstance(h.get("weights"), str):
+                raise BitstreamError("header lacks the weights fingerprint")
+            ph, pw = padded_size(hgt, w, self.stride)
+            if h.get("padded") != [pw, ph]:
+                raise BitstreamError(f"header padding {h.get('padded')!r} does not match {pw}x{ph}")
+        codec = self.for_stream(h)
+        groups = codec.section_count(n)
         found = container.sections_tagged("GOP_")
         if len(found) != groups or len(container.sections) != groups:
-            raise BitstreamError(f"expected {groups} GOP_ sections for {n} frames at GOP {self.config.gop}, "
+            raise BitstreamError(f"expected {groups} GOP_ sections for {n} frames at GOP {codec.config.gop}, "
                                  f"found {len(container.sections)} sections")
-        return container, w, hgt, n, matrix
+        return container, codec, w, hgt, n, matrix
+
+    def for_stream(self, header: dict[str, Any]) -> NeuralVideoCodec:
+        """This codec with the settings a stream's header carries (a version-1 header carries them
+        all; what the encoder alone reads is ignored there)."""
+        stored = full_config(header, self.STREAM_DEFAULTS, f"{self.name} stream")
+        aliases = getattr(self.Config, "aliases", {})  # "lambda" is lmbda: an alias never slips past the filter
+        decoding = {k: v for k, v in stored.items() if aliases.get(k, k) not in self.ENCODER_ONLY}
+        try:
+            config = build(self.Config, {**plain(dataclasses.asdict(self.config)), **decoding},
+                           where=f"{self.name} stream header")
+        except ConfigError as exc:
+            raise BitstreamError(f"{self.name} stream: invalid settings in the header ({exc})") from None
+        return type(self)(config)
 
     def section_count(self, frames: int) -> int:
         """GOP_ sections a file of ``frames`` frames holds (one per group of ``gop`` frames)."""
         return -(-frames // self.config.gop)
 
     def check_weights(self, container: Container, digest: str) -> None:
-        if container.header["weights"] != digest:
-            raise BitstreamError(f"the file was coded with weights {container.header['weights']}, but the checkpoint "
+        """Refuse a file coded with other weights than the checkpoint's (the fingerprint is in the
+        metadata from format 2 on, in the header before; a file without one is decoded, and a
+        wrong checkpoint then fails its groups' symbol checksums)."""
+        written = container.header.get("weights", container.meta.get("weights"))
+        if written is not None and written != digest:
+            raise BitstreamError(f"the file was coded with weights {written}, but the checkpoint "
                                  f"{self.config.checkpoint} holds weights {digest}: give the checkpoint it was made with")
 
 

@@ -22,10 +22,8 @@ from baselines.neuralvc.intra import INTRA_CODECS, X26X_PRESETS
 from baselines.vcii.coding import AdaptiveBits, decode_b, encode_b
 from baselines.vcii.model import STRIDE, VciiArch, VciiNet
 from weightstep.codecs.base import Encoded
-from weightstep.coding.container import Container
 from weightstep.coding.entropy import SegmentReader, SegmentWriter
 from weightstep.config import param
-from weightstep.errors import BitstreamError
 from weightstep.video import Video
 
 
@@ -66,6 +64,9 @@ class VciiCodec(NeuralVideoCodec):
     kind = "vcii"
     stride = STRIDE
     Config = VciiConfig
+    ENCODER_ONLY = frozenset({"checkpoint", "intra_crf", "intra_preset", "device"})
+    STREAM_DEFAULTS = {1: {"checkpoint": None, "iterations": 8, "gop": 12, "intra_codec": "x265", "intra_crf": 23.0,
+                           "intra_preset": "medium", "block": 8, "search": 8, "device": "auto"}}
     summary = "VCII (Wu et al. 2018): interpolation B-frames, ConvLSTM progressive codes, adaptive binary coding"
 
     def build_network(self, record: dict) -> VciiNet:
@@ -130,8 +131,7 @@ class VciiCodec(NeuralVideoCodec):
         h, w, n = video.height, video.width, video.frames
         ph, pw = padded_size(h, w, STRIDE)
         out, sections, per_frame, estimates, totals, info, digest = self._run(video, None, w, h, n, video.matrix)
-        header = self.header(video, digest, {"padded": [pw, ph]})
-        data = Container(self.name, header, sections).to_bytes()
+        data, payload = self.write(video, digest, sections)
         bits_per_pass = {f"level {i}": level.bits * (ph // 16) * (pw // 16) for i, level in enumerate(
             self.network()[1].arch.levels)}
         extra: dict[str, Any] = {
@@ -147,14 +147,12 @@ class VciiCodec(NeuralVideoCodec):
             "estimated_bits_scope": "B-frame codes only, under the adaptive binary model; key frames are coded by "
                                     "the intra codec and counted at their real size",
         }
-        return Encoded(data=data, per_frame_bits=per_frame, estimated_bits=totals["estimated"], extra=extra)
+        return Encoded(data=data, payload_bytes=payload, per_frame_bits=per_frame, estimated_bits=totals["estimated"],
+                       extra=extra)
 
     def decode(self, data: bytes) -> Video:
-        container, w, h, n, matrix = self.open_stream(data)
-        ph, pw = padded_size(h, w, STRIDE)
-        if container.header.get("padded") != [pw, ph]:
-            raise BitstreamError(f"header padding {container.header.get('padded')!r} does not match {pw}x{ph}")
-        _, _, digest = self.network()
-        self.check_weights(container, digest)
-        out, *_ = self._run(None, container.sections_tagged("GOP_"), w, h, n, matrix)
+        container, codec, w, h, n, matrix = self.open_stream(data)
+        _, _, digest = codec.network()
+        codec.check_weights(container, digest)
+        out, *_ = codec._run(None, container.sections_tagged("GOP_"), w, h, n, matrix)
         return Video(identity=f"decoded:{self.name}", fps=container.header["fps"], rgb_frames=out, matrix=matrix)
