@@ -2,6 +2,7 @@
 
     python benchmarks/weightstep_rd.py --frames 30 --out /tmp/ws_rd.jsonl
     python benchmarks/weightstep_rd.py --video sample:bikes --downscale 2 --variants warp+l0/two-stage
+    python benchmarks/weightstep_rd.py --frames 10 --variants warp+lowrank/two-stage --param step_lambda_scale=0.3
 
 On the first frames of a clip, for each step kind (l0, dct, dense, warp, lowrank, film and the warp+X
 combinations) and schedule (two-stage,
@@ -16,6 +17,7 @@ continued. Figures, not tests; BD-rate is reported only where the curves overlap
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +28,7 @@ from rich.table import Table
 
 from weightstep import registry
 from weightstep.codecs import harness
-from weightstep.errors import MetricError
+from weightstep.errors import MetricError, WeightstepError
 from weightstep.metrics import bd_rate
 from weightstep.video import ReadOptions, open_video
 
@@ -39,7 +41,7 @@ VARIANTS = [f"{kind}/two-stage" for kind in ("l0", "dct", "dense", "warp", "warp
     [f"{kind}/single-stage" for kind in ("l0", "dct", "dense")]
 
 
-def jobs(model: dict[str, str], variants: list[str], points: list[float]) -> list[tuple[str, dict]]:
+def jobs(model: dict[str, str], variants: list[str], points: list[float], suffix: str = "") -> list[tuple[str, dict]]:
     """x264 and x265 first (fast), then one rate point of every variant at a time, so a run
     stopped early still compares every variant."""
     out = [(codec, {"crf": crf}) for codec in ("x264", "x265") for crf in CRFS]
@@ -47,7 +49,7 @@ def jobs(model: dict[str, str], variants: list[str], points: list[float]) -> lis
     for point in order:
         for variant in variants:
             update, schedule = variant.split("/")
-            out.append((f"ws-{update}-{schedule}", {"update": update, "schedule": schedule,
+            out.append((f"ws-{update}-{schedule}{suffix}", {"update": update, "schedule": schedule,
                                                      "lambda": points[point], **model}))
     return out
 
@@ -58,15 +60,25 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
          variants: Annotated[list[str] | None, typer.Option(help="KIND/SCHEDULE, repeatable")] = None,
          points: Annotated[list[float] | None, typer.Option(help="lambda values, repeatable")] = None,
          only: Annotated[list[str] | None, typer.Option()] = None, report_only: bool = False,
-         markdown: bool = False) -> None:
+         markdown: bool = False,
+         param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE codec setting for every weight-step "
+                                                          "variant (repeatable; named in the label)")] = None) -> None:
     source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
     model = {"inr": inr, "anchor_steps": anchor_steps, "step_steps": step_steps}
+    extra = dict(item.split("=", 1) for item in param or [])
+    model.update(extra)
+    try:
+        registry.create("weightstep", model)
+    except WeightstepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    suffix = "".join(f" {k}={v}" for k, v in extra.items())
     done = {}
     if out.exists():
         for line in out.read_text().splitlines():
             row = json.loads(line)
             done[(row["label"], json.dumps(row["params"], sort_keys=True))] = row
-    for label, params in ([] if report_only else jobs(model, variants or VARIANTS, points or RATE_POINTS)):
+    for label, params in ([] if report_only else jobs(model, variants or VARIANTS, points or RATE_POINTS, suffix)):
         key = (label, json.dumps(params, sort_keys=True))
         if key in done or (only and not any(label.startswith(o) for o in only)):
             continue
