@@ -65,9 +65,11 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
                                                           "variant (repeatable; named in the label)")] = None) -> None:
     source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
     model = {"inr": inr, "anchor_steps": anchor_steps, "step_steps": step_steps}
-    extra = dict(item.split("=", 1) for item in param or [])
-    model.update(extra)
     try:
+        if any("=" not in item for item in param or []):
+            raise WeightstepError(f"--param takes KEY=VALUE, got {next(i for i in param if '=' not in i)!r}")
+        extra = dict(item.split("=", 1) for item in param or [])
+        model.update(extra)
         registry.create("weightstep", model)
     except WeightstepError as exc:
         print(f"error: {exc}", file=sys.stderr)

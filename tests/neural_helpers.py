@@ -4,9 +4,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from baselines.neuralvc.codec import recon_digest
+from weightstep import registry
 from weightstep.cli import app
+from weightstep.coding.container import Container
+from weightstep.errors import BitstreamError
 
 CLIP = ["synthetic:testsrc2", "--frames", "4", "--downscale", "2"]  # 88x72: padded to the networks' strides
 
@@ -33,13 +38,6 @@ def train_tiny(kind: str, folder: Path, steps: int = 3) -> Path:
 def check_stream_settings(kind: str, path: Path, result: dict, ckpt: Path, carried: dict, padded: list[int]):
     """The stream carries only what its decoder reads; the decoder takes its settings from the
     stream, not from its own config; a format-1 header still decodes; other weights are refused."""
-    import pytest
-
-    from baselines.neuralvc.codec import recon_digest
-    from weightstep import registry
-    from weightstep.coding.container import Container
-    from weightstep.errors import BitstreamError
-
     data = path.read_bytes()
     container = Container.from_bytes(data)
     header = container.header
