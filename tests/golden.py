@@ -63,6 +63,10 @@ CASES: dict[str, tuple[str, dict[str, str], str]] = {
     "weightstep-grid-warp+lowrank-f3": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
                                                        "grid_context_hidden": "4", "update": "warp+lowrank",
                                                        "warp_grid": "2", **_STEPS}, "rgb16x3"),
+    # weightstep stream format 4 (grid steps carry a block-DCT residual: residual=auto, the default)
+    "weightstep-grid-residual-f4": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
+                                                   "grid_context_hidden": "4", "warp_grid": "2", **_STEPS},
+                                    "rgb16x3"),
     "full-cnn-pruned": ("full-cnn", {"dip_channels": "4", "dip_levels": "2", "epochs": "10", "prune": "0.3",
                                      "finetune_epochs": "2", "device": "cpu"}, "rgb16x3"),
     "nerv": ("nerv", {"channels": "8", "min_channels": "4", "stem_hidden": "8", "epochs": "10",

@@ -35,6 +35,9 @@ SEEDS = {
     "weightstep-grid-warp-latent": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
                                                    "update": "warp+latent", "warp_grid": "2", "lambda": "1e-5",
                                                    "anchor_steps": "3", "step_steps": "2", "device": "cpu"}),
+    "weightstep-grid-residual": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
+                                                "residual": "dct", "warp_grid": "2", "lambda": "1e-5",
+                                                "anchor_steps": "3", "step_steps": "2", "device": "cpu"}),
     "weightstep-siren-lowrank": ("weightstep", {"inr": "siren", "width": "8", "depth": "2", "update": "lowrank",
                                                 "anchor_steps": "3", "step_steps": "2", "device": "cpu"}),
     "weightstep-dip-warp-film": ("weightstep", {"inr": "dip", "dip_channels": "4", "dip_levels": "2",
@@ -47,7 +50,7 @@ SEEDS = {
                       "prune": "0", "device": "cpu"}),
     "x264": ("x264", {"preset": "ultrafast"}),
 }
-MUTANTS = 360
+MUTANTS = 390  # 30 a seed
 
 
 def _fuzzer():

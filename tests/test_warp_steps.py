@@ -48,14 +48,18 @@ def test_latent_residual_steps_round_trip_exactly_on_the_grid(update, clip, tmp_
 
 
 def test_stream_formats_by_network_and_kind(clip, tmp_path):
-    """Grid streams are format 3 (latent steps coded in blocks since format 2; renders upsample by
-    matrices since 3), the other networks' streams still format 1, so their job keys stand. A header
-    whose format does not fit its network and kind is refused; a grid stream read as format 1 still
-    decodes (with torch's kernel: the same 8-bit pixels up to a rounding flip)."""
+    """Grid streams without the step residual are format 3 (latent steps coded in blocks since format
+    2; renders upsample by matrices since 3), with it (the default) format 4; the other networks'
+    streams still format 1, so their job keys stand. A header whose format does not fit its network
+    and kind is refused; a grid stream read as format 1 still decodes (with torch's kernel: the same
+    8-bit pixels up to a rounding flip)."""
     import json
 
-    latent = registry.create("weightstep", {"inr": "grid", "update": "latent", "lambda": "1e-4", **FAST,
-                                            **TINY["grid"]})
+    assert registry.create("weightstep", {"inr": "grid"}).describe()["format"] == 4
+    assert registry.create("weightstep", {"inr": "grid", "schedule": "single-stage", "update": "l0"}
+                           ).describe()["format"] == 3  # the residual is a two-stage step's
+    latent = registry.create("weightstep", {"inr": "grid", "update": "latent", "lambda": "1e-4", "residual": "none",
+                                            **FAST, **TINY["grid"]})
     assert latent.describe()["format"] == 3 and registry.create("weightstep", {"inr": "dip", "update": "l0"}).describe()["format"] == 1
     assert registry.create("weightstep", {"inr": "siren", "update": "warp+lowrank"}).describe()["format"] == 1
     harness.run(latent, clip, tmp_path / "c.wsv")
@@ -67,8 +71,8 @@ def test_stream_formats_by_network_and_kind(clip, tmp_path):
         forged = Container(codec=container.codec, header=header, sections=container.sections).to_bytes()
         with pytest.raises(BitstreamError, match="format"):
             latent.decode(forged)
-    lowrank = registry.create("weightstep", {"inr": "grid", "update": "lowrank", "lambda": "1e-4", **FAST,
-                                             **TINY["grid"]})
+    lowrank = registry.create("weightstep", {"inr": "grid", "update": "lowrank", "lambda": "1e-4", "residual": "none",
+                                             **FAST, **TINY["grid"]})
     harness.run(lowrank, clip, tmp_path / "l.wsv")
     other = Container.from_bytes((tmp_path / "l.wsv").read_bytes())
     assert other.header["format"] == 3
@@ -144,7 +148,8 @@ def test_damaged_warp_blobs_are_refused_or_decode_to_bounded_values():
 
 
 def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int, identity: str, **extra) -> list[dict]:
-    """Steps' facts of a 3-frame clip whose content moves left by ``step`` px a frame (a warp-only grid codec)."""
+    """Steps' facts of a 3-frame clip whose content moves left by ``step`` px a frame (a warp-only grid
+    codec, without the step residual, which would take over part of the motion)."""
     rng = np.random.default_rng(0)
     base = np.cumsum(np.cumsum(rng.normal(size=(3, *size)), axis=1), axis=2)
     base = (base - base.min()) / (base.max() - base.min())
@@ -152,7 +157,7 @@ def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int,
     video = Video(identity=identity, fps=25.0, rgb_frames=frames)
     params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
               "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none",
-              **extra}
+              "residual": "none", **extra}
     return harness.run(registry.create("weightstep", params), video, tmp_path / "w.wsv").extra["steps"]
 
 

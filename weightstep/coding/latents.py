@@ -42,6 +42,11 @@ def _check_params(mu: np.ndarray, scale: np.ndarray, count: int) -> tuple[np.nda
 
 def ideal_bits(symbols: np.ndarray, mu: np.ndarray, scale: np.ndarray, lo: int, hi: int) -> float:
     """Information content in bits of ``symbols`` under the quantised Laplaces, tails folded into lo/hi."""
+    return float(symbol_bits(symbols, mu, scale, lo, hi).sum())
+
+
+def symbol_bits(symbols: np.ndarray, mu: np.ndarray, scale: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """:func:`ideal_bits` of each symbol (float64, flat)."""
     x = np.asarray(symbols, dtype=np.float64).reshape(-1)
     mu, scale = _check_params(mu, scale, x.size)
 
@@ -52,7 +57,7 @@ def ideal_bits(symbols: np.ndarray, mu: np.ndarray, scale: np.ndarray, lo: int, 
     upper = np.where(x >= hi, 1.0, cdf(x + 0.5))
     lower = np.where(x <= lo, 0.0, cdf(x - 0.5))
     mass = np.maximum(upper - lower, 2.0**-24)
-    return float(-np.log2(mass).sum())
+    return -np.log2(mass)
 
 
 def encode_chunks(chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:

@@ -52,12 +52,13 @@ from torch import nn
 
 from weightstep.coding.entropy import SegmentReader, SegmentWriter
 from weightstep.coding.framing import ByteReader, put_varint
-from weightstep.coding.latents import ChunkDecoder, ideal_bits
+from weightstep.coding.latents import ChunkDecoder, symbol_bits
 from weightstep.errors import BitstreamError
 from weightstep.inr.latent_context import laplace_bits
 from weightstep.stepping.kindcode import MAX_ABS_Q, Search, register_base
 
-__all__ = ["LatentUpdate", "code_latent", "decode_latent", "scale_of", "THRESHOLDS"]
+__all__ = ["LatentUpdate", "code_latent", "decode_latent", "scale_of", "THRESHOLDS", "best_scale", "p_code",
+           "bernoulli_model", "laplace_model"]
 
 SCALE_OFFSET = -6.0  # log2 of the smallest scale (code 1): 1/64, a level that is all but zero
 SCALE_DIVISIONS = 8  # scale codes are 1/8 octave apart (the context model's own grid)
@@ -134,19 +135,17 @@ class LatentUpdate(nn.Module):
         return out
 
 
-def _best_scale(values: np.ndarray, lo: int, hi: int) -> int:
+def best_scale(values: np.ndarray, lo: int, hi: int) -> int:
     """The level code whose Laplace(0, s) on support [lo, hi] gives ``values`` the fewest bits."""
     symbols, counts = np.unique(values.reshape(-1).astype(np.int64), return_counts=True)
     mean_abs = float((np.abs(symbols) * counts).sum() / counts.sum())
-    guess = round((math.log2(max(mean_abs, 1e-3)) - SCALE_OFFSET) * SCALE_DIVISIONS) + 1
-    best, best_bits = 1, math.inf
-    for code in range(max(1, guess - 24), min(255, guess + 24) + 1):
-        scale = np.full(symbols.size, scale_of(code))
-        per_symbol = [ideal_bits(symbols[k:k + 1], np.zeros(1), scale[k:k + 1], lo, hi) for k in range(symbols.size)]
-        bits = float(np.dot(per_symbol, counts))
-        if bits < best_bits:
-            best, best_bits = code, bits
-    return best
+    guess = min(255, max(1, round((math.log2(max(mean_abs, 1e-3)) - SCALE_OFFSET) * SCALE_DIVISIONS) + 1))
+    codes = np.arange(max(1, guess - 24), min(255, guess + 24) + 1)
+    # every candidate code against every distinct symbol at once: (codes, symbols) bits
+    x = np.broadcast_to(symbols.astype(np.float64), (codes.size, symbols.size)).reshape(-1)
+    scales = np.repeat([scale_of(int(code)) for code in codes], symbols.size)
+    bits = symbol_bits(x, np.zeros_like(x), scales, lo, hi).reshape(codes.size, symbols.size) @ counts
+    return int(codes[int(np.argmin(bits))])  # the first of equal ones, as the loop this replaced
 
 
 BLOCK_BITS = (2, 3, 4)  # block sides the layout allows (and the encoder tries): 4, 8, 16 latents
@@ -184,15 +183,15 @@ def _coded_positions(positions: np.ndarray, starts: np.ndarray, flags: np.ndarra
     return positions[np.repeat(flags, np.diff(starts))]
 
 
-def _p_code(flags: np.ndarray) -> int:
+def p_code(flags: np.ndarray) -> int:
     return int(np.clip(round(256 * float(flags.mean())), 1, 255))
 
 
-def _bernoulli(code: int):
+def bernoulli_model(code: int):
     return constriction.stream.model.Bernoulli(code / 256.0, perfect=False)
 
 
-def _laplace(lo: int, hi: int, code: int):
+def laplace_model(lo: int, hi: int, code: int):
     return constriction.stream.model.QuantizedLaplace(lo, hi, 0.0, scale_of(code))
 
 
@@ -209,18 +208,18 @@ def _frame(levels: list[np.ndarray], bits: int) -> bytes:
             codes.append(0)
             continue
         chunk = next(chunks)
-        codes.append(_best_scale(chunk, lo, hi))
+        codes.append(best_scale(chunk, lo, hi))
         coded.append((part[0], chunk, codes[-1]))
     head = bytearray(codes)
     head.append(bits)
-    head += bytes(_p_code(flags) for flags, _, _ in coded)
+    head += bytes(p_code(flags) for flags, _, _ in coded)
     put_varint(head, -lo)
     put_varint(head, hi)
     writer = SegmentWriter()
     for flags, _, _ in coded:
-        writer.add(flags.astype(np.int32), _bernoulli(_p_code(flags)))
+        writer.add(flags.astype(np.int32), bernoulli_model(p_code(flags)))
     for _, values, code in coded:
-        writer.add(values.astype(np.int32), _laplace(lo, hi, code))
+        writer.add(values.astype(np.int32), laplace_model(lo, hi, code))
     return bytes(head) + writer.finish()
 
 
@@ -302,8 +301,8 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
     if bits not in BLOCK_BITS:
         raise BitstreamError(f"latent step: block size code {bits} is not one of {BLOCK_BITS}")
     coded = [i for i, code in enumerate(codes) if code]
-    p_codes = list(reader.take(len(coded), "block probabilities"))
-    if 0 in p_codes:
+    flag_codes = list(reader.take(len(coded), "block probabilities"))
+    if 0 in flag_codes:
         raise BitstreamError("latent step: a block probability of 0")
     lo, hi = -reader.varint("support low"), reader.varint("support high")
     if lo < -MAX_ABS_Q or hi > MAX_ABS_Q or lo == hi:
@@ -311,17 +310,17 @@ def decode_latent(data: bytes, shapes: Sequence[tuple[str, tuple[int, ...]]],
     low_seen, high_seen = 0, 0
     stream = SegmentReader(reader.rest(), "latent step")
     layout = []
-    for i, p_code in zip(coded, p_codes, strict=True):
+    for i, flag_code in zip(coded, flag_codes, strict=True):
         positions, starts = block_positions(shape_of[latents[i]], bits)
-        flags = stream.take(starts.size - 1, _bernoulli(p_code)).astype(bool)
+        flags = stream.take(starts.size - 1, bernoulli_model(flag_code)).astype(bool)
         if not flags.any():
             raise BitstreamError(f"latent step: level {i} is coded but none of its blocks is")
-        if _p_code(flags) != p_code:
+        if p_code(flags) != flag_code:
             raise BitstreamError(f"latent step: level {i}'s block probability does not match its flags")
         layout.append((i, positions, starts, flags))
     for (i, positions, starts, flags) in layout:
         where = _coded_positions(positions, starts, flags)
-        values = stream.take(where.size, _laplace(lo, hi, codes[i]))
+        values = stream.take(where.size, laplace_model(lo, hi, codes[i]))
         sizes = np.diff(starts)[flags]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         nonzero = np.add.reduceat((values != 0).astype(np.int64), offsets)

@@ -26,12 +26,14 @@ import torch
 from torch import nn
 
 from weightstep.coding.coded_network import CodedNetwork
-from weightstep.inr import FitConfig, StepOutput, fit
+from weightstep.coding.framing import put_varint
+from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse
 from weightstep.inr.render import mse, render
 from weightstep.progress import make_progress
 from weightstep.stepping.dct import to_coefficients
 from weightstep.stepping.motion import start_warp
+from weightstep.stepping.residual import BlockResidual, code_residual
 from weightstep.stepping.step import (
     FrameStep,
     StepMemory,
@@ -72,6 +74,7 @@ class StepSettings:
     warp_init: str = "estimate"  # a warp starts from a motion estimate when it beats the previous warp (motion.py)
     refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
     pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
+    residual: bool = False  # a block-DCT residual on the finest latent level after each step (grid; residual.py)
 
 
 def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
@@ -105,6 +108,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     estimate = split_kind(settings.kind)[0] and settings.warp_init == "estimate"
     moving = warp_targets(net) if estimate else ()
     previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
+    finest = latent_names(net)[0] if settings.residual else ""
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
@@ -126,24 +130,33 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             step = FrameStep(net, current, spec, settings.kind, memory,
                              warp_grid=settings.warp_grid, width=width, height=height).to(device)
             generator = torch.Generator(device=device).manual_seed(spec.seed + t)
+            residual = BlockResidual(height, width).to(device) if settings.residual else None
 
-            def closure(_: int, step=step, target=target, generator=generator, flat_target=flat_target) -> StepOutput:
+            def closure(_: int, step=step, target=target, generator=generator, flat_target=flat_target,
+                        residual=residual) -> StepOutput:
                 weights = step.weights(train=True, generator=generator)
+                penalty = step.penalty()
+                if residual is not None:
+                    weights[finest] = weights[finest] + residual.delta()
+                    penalty = penalty + residual.penalty()
                 if subset:  # a coordinate MLP on a random share of the pixels: a cheaper, noisier step
                     pixels = torch.randperm(height * width, generator=picker)[:subset].to(device)
                     pred = torch.func.functional_call(net, weights, (pixels,))
                     err = torch.mean((pred - flat_target[pixels]) ** 2)
                 else:
                     err = torch.mean((forward_with(net, weights) - target) ** 2)
-                loss = err + spec.lam * step.penalty()
+                loss = err + spec.lam * penalty
                 return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": step.open_count()})
 
-            report = fit(step.param_groups(settings.warp_lr), closure, settings.fit, label=f"frame {t}")
+            groups = step.param_groups(settings.warp_lr) + (residual.param_groups() if residual is not None else [])
+            report = fit(groups, closure, settings.fit, label=f"frame {t}")
 
             def distortion(weights, target_cpu=target_cpu) -> float:
                 return mse(render(net, weights).cpu(), target_cpu)
 
             data, new_state, memory, facts = code_frame_step(step, distortion, lam_per_bit, memory)
+            if residual is not None:
+                data, new_state = _add_residual(net, residual, new_state, data, distortion, lam_per_bit, facts)
             frame = render(net, new_state)
             step_mse = mse(frame.cpu(), target_cpu)
             facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
@@ -167,6 +180,25 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             coded.append(CodedFrame("step", data, frame, facts))
             progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
     return coded
+
+
+def _add_residual(net: nn.Module, residual: BlockResidual, state: dict[str, torch.Tensor], data: bytes,
+                  distortion: Callable[[dict[str, torch.Tensor]], float], lam_per_bit: float,
+                  facts: dict[str, Any]) -> tuple[bytes, dict[str, torch.Tensor]]:
+    """Code the fitted residual on top of the decoded step: (``varint(len(step)) + step + residual``,
+    the state with the decoder's residual added to the finest latent level)."""
+    finest = latent_names(net)[0]
+    level = state[finest]
+
+    def with_map(delta: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return state if delta is None else {**state, finest: level + delta.to(level.device)}
+
+    blob, delta, residual_facts = code_residual(residual.fitted(), residual.height, residual.width,
+                                                lambda delta: distortion(with_map(delta)), lam_per_bit)
+    facts.update(residual_facts)
+    head = bytearray()
+    put_varint(head, len(data))
+    return bytes(head) + data + blob, with_map(delta)
 
 
 def _gate_masks(update: WeightUpdate) -> dict[str, torch.Tensor]:
