@@ -414,6 +414,7 @@ class WeightStepCodec(Codec):
         shapes = parameter_shapes(net)
         targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
         frozen = frozen_names(net)
+        finest = latent_names(net)[0] if stream_format >= RESIDUAL else ""
         out, state, maps = [], None, None
         for tag, section in container.sections:
             if tag == ANCHOR:
@@ -430,7 +431,6 @@ class WeightStepCodec(Codec):
                                                 latents=latent_names(net),
                                                 latent_blocks=stream_format >= LATENT_BLOCKS)
                 if residual is not None:
-                    finest = latent_names(net)[0]
                     state = {**state, finest: state[finest] + residual.to(state[finest].device)}
             out.append(render(net, state).cpu())
         return Video(identity=f"decoded:{self.name}", fps=header["fps"],

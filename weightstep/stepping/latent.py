@@ -145,7 +145,7 @@ def best_scale(values: np.ndarray, lo: int, hi: int) -> int:
     x = np.broadcast_to(symbols.astype(np.float64), (codes.size, symbols.size)).reshape(-1)
     scales = np.repeat([scale_of(int(code)) for code in codes], symbols.size)
     bits = symbol_bits(x, np.zeros_like(x), scales, lo, hi).reshape(codes.size, symbols.size) @ counts
-    return int(codes[int(np.argmin(bits))])  # the first of equal ones, as the loop this replaced
+    return int(codes[int(np.argmin(bits))])  # of equal ones, the smallest code
 
 
 BLOCK_BITS = (2, 3, 4)  # block sides the layout allows (and the encoder tries): 4, 8, 16 latents

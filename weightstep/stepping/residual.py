@@ -112,14 +112,13 @@ class BlockResidual(nn.Module):
 
 
 def _frame(q: np.ndarray, code: int) -> bytes:
-    """The frame of integer coefficients ``q`` (rows, cols, 8, 8) at step code ``code``."""
+    """The frame of integer coefficients ``q`` (rows, cols, 8, 8; some non-zero) at step code ``code``."""
     flat = q.reshape(-1, BLOCK * BLOCK)[:, ORDER]
     flags = flat.any(axis=1)
-    if not flags.any():
-        return bytes(1)
     coded = flat[flags]
     lo, hi = min(0, int(coded.min())), max(0, int(coded.max()))
-    head = bytearray([code, p_code(flags)])
+    flag_code = p_code(flags)
+    head = bytearray([code, flag_code])
     bands = []
     for b in range(BANDS):
         values = coded[:, BAND == b]
@@ -128,7 +127,7 @@ def _frame(q: np.ndarray, code: int) -> bytes:
     put_varint(head, -lo)
     put_varint(head, hi)
     writer = SegmentWriter()
-    writer.add(flags.astype(np.int32), bernoulli_model(p_code(flags)))
+    writer.add(flags.astype(np.int32), bernoulli_model(flag_code))
     for values, scale in bands:  # band by band over all coded blocks: each band one Laplace
         if values is not None:
             writer.add(values.reshape(-1).astype(np.int32), laplace_model(lo, hi, scale))
@@ -152,11 +151,9 @@ def code_residual(fitted: np.ndarray, height: int, width: int, distortion: Calla
             return bytes(1), None, None
         ratio = fitted / step_of(code)
         q = np.where(np.abs(ratio) < zone, 0.0, np.rint(ratio)).astype(np.int64)
-        if np.abs(q).max(initial=0) > MAX_ABS_Q:
+        if np.abs(q).max(initial=0) > MAX_ABS_Q or not q.any():  # all zero: the same as "nothing", offered first
             return None
         data = _frame(q, code)
-        if len(data) == 1:
-            return data, None, None
         values = torch.from_numpy((q * step_of(code)).astype(np.float32))
         return data, residual_map(values, height, width), q
 

@@ -156,7 +156,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
 
             data, new_state, memory, facts = code_frame_step(step, distortion, lam_per_bit, memory)
             if residual is not None:
-                data, new_state = _add_residual(net, residual, new_state, data, distortion, lam_per_bit, facts)
+                data, new_state = _add_residual(finest, residual, new_state, data, distortion, lam_per_bit, facts)
             frame = render(net, new_state)
             step_mse = mse(frame.cpu(), target_cpu)
             facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
@@ -182,12 +182,11 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     return coded
 
 
-def _add_residual(net: nn.Module, residual: BlockResidual, state: dict[str, torch.Tensor], data: bytes,
+def _add_residual(finest: str, residual: BlockResidual, state: dict[str, torch.Tensor], data: bytes,
                   distortion: Callable[[dict[str, torch.Tensor]], float], lam_per_bit: float,
                   facts: dict[str, Any]) -> tuple[bytes, dict[str, torch.Tensor]]:
     """Code the fitted residual on top of the decoded step: (``varint(len(step)) + step + residual``,
-    the state with the decoder's residual added to the finest latent level)."""
-    finest = latent_names(net)[0]
+    the state with the decoder's residual added to the finest latent level, ``finest``)."""
     level = state[finest]
 
     def with_map(delta: torch.Tensor | None) -> dict[str, torch.Tensor]:
