@@ -84,6 +84,7 @@ class LowRankUpdate(nn.Module):
         self.v = nn.ParameterList(factors_v)
         self.dense = nn.ParameterList(dense)
         self.units = tuple(units)
+        self._weights: torch.Tensor | None = None  # each rank component's m + n values, in penalty()'s order
 
     def base(self) -> dict[str, torch.Tensor]:
         """name -> the frozen previous weights."""
@@ -116,16 +117,23 @@ class LowRankUpdate(nn.Module):
         with a log: components that do little are pushed to zero, so the coder can drop them. A
         dense value d costs value_bits(|d| / step). Zero at the start, and scale-free in (U c, V / c).
         """
-        total = self.base_0.new_zeros(())
+        ratios, dense = [], []  # every tensor's ratios, then value_bits once (a fit step's overhead is its op count)
         for i, plan in enumerate(self.plans):
             slot, unit = self._slot[i], self.units[i]
             if plan.factorised:
                 u, v = self.u[slot], self.v[slot]
                 strength = torch.sqrt(u.pow(2).sum(0) * v.pow(2).sum(1) + 1e-30)  # |u_k| |v_k| per k
-                rms = strength / math.sqrt(plan.rows * plan.cols)
-                total = total + (plan.rows + plan.cols) * value_bits(rms / unit).sum()
+                ratios.append(strength * (1.0 / (math.sqrt(plan.rows * plan.cols) * unit)))
             else:
-                total = total + value_bits(self.dense[slot].abs() / unit).sum()
+                dense.append(self.dense[slot].abs().reshape(-1) * (1.0 / unit))
+        total = self.base_0.new_zeros(())
+        if ratios:
+            if self._weights is None or self._weights.device != ratios[0].device:
+                sizes = [float(p.rows + p.cols) for p in self.plans if p.factorised for _ in range(min(self.max_rank, p.full_rank))]
+                self._weights = torch.tensor(sizes, dtype=ratios[0].dtype, device=ratios[0].device)
+            total = total + (self._weights * value_bits(torch.cat(ratios))).sum()
+        if dense:
+            total = total + value_bits(torch.cat(dense)).sum()
         return total
 
     def param_groups(self) -> list[dict]:

@@ -98,73 +98,13 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
     anchor_cost = _anchor_cost(anchor, frames[:1], settings.lam)
     state, memory = initial_state(net, anchor.weights, settings.kind), StepMemory()
-    device = frames.device
-    height, width = frames.shape[-2:]
-    lam_per_bit = settings.lam / (height * width)
-    spec = dataclasses.replace(spec, lam=lam_per_bit)
-    mlp = any(target.kind == "coords" for target in getattr(net, "warp_targets", tuple)())
-    subset = int(round(settings.pixel_share * height * width)) if mlp and settings.pixel_share < 1.0 else 0
-    picker = torch.Generator().manual_seed(spec.seed)
-    estimate = split_kind(settings.kind)[0] and settings.warp_init == "estimate"
-    moving = warp_targets(net) if estimate else ()
+    stepper = _Stepper(net, frames, spec, settings)
     previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
-    finest = latent_names(net)[0] if settings.residual else ""
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
-            started = time.perf_counter()
             target = frames[t:t + 1]
-            target_cpu = target.detach().cpu()
-            flat_target = target[0].reshape(3, -1).t()
-            current = {k: v.to(device) for k, v in state.items()}
-            warp_start = None
-            if estimate:
-                def warped_error(values, current=current, target=target) -> float:
-                    with torch.no_grad():
-                        shift = torch.as_tensor(values, dtype=torch.float32, device=device)
-                        moved = warp_state(current, moving, shift, width, height, settings.warp_grid, exact=False)
-                        return float(torch.mean((forward_with(net, {**current, **moved}) - target) ** 2))
-
-                values, warp_start = start_warp(previous, target, settings.warp_grid, memory.warp, warped_error)
-                memory = dataclasses.replace(memory, warp=values)
-            step = FrameStep(net, current, spec, settings.kind, memory,
-                             warp_grid=settings.warp_grid, width=width, height=height).to(device)
-            generator = torch.Generator(device=device).manual_seed(spec.seed + t)
-            residual = BlockResidual(height, width).to(device) if settings.residual else None
-
-            def closure(_: int, step=step, target=target, generator=generator, flat_target=flat_target,
-                        residual=residual) -> StepOutput:
-                weights = step.weights(train=True, generator=generator)
-                penalty = step.penalty()
-                if residual is not None:
-                    weights[finest] = weights[finest] + residual.delta()
-                    penalty = penalty + residual.penalty()
-                if subset:  # a coordinate MLP on a random share of the pixels: a cheaper, noisier step
-                    pixels = torch.randperm(height * width, generator=picker)[:subset].to(device)
-                    pred = torch.func.functional_call(net, weights, (pixels,))
-                    err = torch.mean((pred - flat_target[pixels]) ** 2)
-                else:
-                    err = torch.mean((forward_with(net, weights) - target) ** 2)
-                loss = err + spec.lam * penalty
-                return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": step.open_count()})
-
-            groups = step.param_groups(settings.warp_lr) + (residual.param_groups() if residual is not None else [])
-            report = fit(groups, closure, settings.fit, label=f"frame {t}")
-
-            def distortion(weights, target_cpu=target_cpu) -> float:
-                return mse(render(net, weights).cpu(), target_cpu)
-
-            data, new_state, memory, facts = code_frame_step(step, distortion, lam_per_bit, memory)
-            if residual is not None:
-                data, new_state = _add_residual(finest, residual, new_state, data, distortion, lam_per_bit, facts)
-            frame = render(net, new_state)
-            step_mse = mse(frame.cpu(), target_cpu)
-            facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
-                          "fit_seconds": report.seconds, "stopped_by": report.stopped_by,
-                          "open_gates": step.open_count(), "step_seconds": time.perf_counter() - started})
-            if warp_start is not None:
-                facts["warp_start"] = warp_start
-            cost = step_mse + lam_per_bit * 8 * len(data)
+            data, new_state, new_memory, facts, frame, cost = stepper.step(t, state, memory, previous)
             if settings.refresh == "auto" and cost > anchor_cost:
                 fresh = code_anchor(net, target, True)
                 fresh_cost = _anchor_cost(fresh, target, settings.lam)
@@ -176,10 +116,88 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
                     previous = fresh.frame
                     progress.update(task, advance=1, status=f"frame {t}: fresh anchor")
                     continue
-            state, previous = new_state, frame
+            state, memory, previous = new_state, new_memory, frame
             coded.append(CodedFrame("step", data, frame, facts))
             progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
     return coded
+
+
+class _Stepper:
+    """Fits and codes one frame's step from a given decoded state (what :func:`two_stage` repeats)."""
+
+    def __init__(self, net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings):
+        self.net, self.frames, self.settings = net, frames, settings
+        self.device = frames.device
+        self.height, self.width = frames.shape[-2:]
+        self.lam_per_bit = settings.lam / (self.height * self.width)
+        self.spec = dataclasses.replace(spec, lam=self.lam_per_bit)
+        mlp = any(target.kind == "coords" for target in getattr(net, "warp_targets", tuple)())
+        share = settings.pixel_share
+        self.subset = int(round(share * self.height * self.width)) if mlp and share < 1.0 else 0
+        self.picker = torch.Generator().manual_seed(spec.seed)
+        self.estimate = split_kind(settings.kind)[0] and settings.warp_init == "estimate"
+        self.moving = warp_targets(net) if self.estimate else ()
+        self.finest = latent_names(net)[0] if settings.residual else ""
+
+    def step(self, t: int, state: dict[str, torch.Tensor], memory: StepMemory, previous: torch.Tensor
+             ) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict[str, Any], torch.Tensor, float]:
+        """Frame ``t``'s step from ``state`` (``previous``: the frame it renders, where a motion estimate
+        starts): (section, the decoder's new state, memory for the next step, facts, the decoded
+        frame, its D + lam R)."""
+        net, settings, spec, device = self.net, self.settings, self.spec, self.device
+        height, width, subset, picker, finest = self.height, self.width, self.subset, self.picker, self.finest
+        started = time.perf_counter()
+        target = self.frames[t:t + 1]
+        target_cpu = target.detach().cpu()
+        flat_target = target[0].reshape(3, -1).t()
+        current = {k: v.to(device) for k, v in state.items()}
+        warp_start = None
+        if self.estimate:
+            def warped_error(values) -> float:
+                with torch.no_grad():
+                    shift = torch.as_tensor(values, dtype=torch.float32, device=device)
+                    moved = warp_state(current, self.moving, shift, width, height, settings.warp_grid, exact=False)
+                    return float(torch.mean((forward_with(net, {**current, **moved}) - target) ** 2))
+
+            values, warp_start = start_warp(previous, target, settings.warp_grid, memory.warp, warped_error)
+            memory = dataclasses.replace(memory, warp=values)
+        step = FrameStep(net, current, spec, settings.kind, memory,
+                         warp_grid=settings.warp_grid, width=width, height=height).to(device)
+        generator = torch.Generator(device=device).manual_seed(spec.seed + t)
+        residual = BlockResidual(height, width).to(device) if settings.residual else None
+
+        def closure(_: int) -> StepOutput:
+            weights = step.weights(train=True, generator=generator)
+            penalty = step.penalty()
+            if residual is not None:
+                weights[finest] = weights[finest] + residual.delta()
+                penalty = penalty + residual.penalty()
+            if subset:  # a coordinate MLP on a random share of the pixels: a cheaper, noisier step
+                pixels = torch.randperm(height * width, generator=picker)[:subset].to(device)
+                pred = torch.func.functional_call(net, weights, (pixels,))
+                err = torch.mean((pred - flat_target[pixels]) ** 2)
+            else:
+                err = torch.mean((forward_with(net, weights) - target) ** 2)
+            loss = err + spec.lam * penalty
+            return StepOutput(loss=loss, psnr=psnr_from_mse(err.detach()), extras={"open": step.open_count()})
+
+        groups = step.param_groups(settings.warp_lr) + (residual.param_groups() if residual is not None else [])
+        report = fit(groups, closure, settings.fit, label=f"frame {t}")
+
+        def distortion(weights) -> float:
+            return mse(render(net, weights).cpu(), target_cpu)
+
+        data, new_state, memory, facts = code_frame_step(step, distortion, self.lam_per_bit, memory)
+        if residual is not None:
+            data, new_state = _add_residual(finest, residual, new_state, data, distortion, self.lam_per_bit, facts)
+        frame = render(net, new_state)
+        step_mse = mse(frame.cpu(), target_cpu)
+        facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
+                      "fit_seconds": report.seconds, "stopped_by": report.stopped_by,
+                      "open_gates": step.open_count(), "step_seconds": time.perf_counter() - started})
+        if warp_start is not None:
+            facts["warp_start"] = warp_start
+        return data, new_state, memory, facts, frame, step_mse + self.lam_per_bit * 8 * len(data)
 
 
 def _add_residual(finest: str, residual: BlockResidual, state: dict[str, torch.Tensor], data: bytes,
