@@ -252,7 +252,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
     facts.update({"coded_psnr": psnr_from_mse(mse(frame.cpu(), target_cpu)), "weight_bytes": len(blob),
                   "parameters": sum(q.values.size for q in quantised.values()),
                   "rel_steps": steps.rel_steps, "shared_rel_step": steps.shared_rel_step,
-                  "step_search_evaluations": steps.evaluations})
+                  "step_search_evaluations": steps.evaluations, "per_channel_steps": list(steps.per_channel)})
     facts["fit_to_coded_db"] = facts["fit_psnr"] - facts["coded_psnr"]
     return CodedNetwork(data=data, weights={k: v.to(target.device) for k, v in weights.items()}, frame=frame,
                         report=facts)

@@ -7,6 +7,10 @@ step along the same half-octave grid (2^(k/2)), one tensor at a time, keeping a 
 always the real packed size (:func:`~weightstep.coding.tensorpack.pack_network`) and the distortion callback sees the exact
 dequantised values a decoder gets, so the search optimises what the file will hold.
 
+With ``per_channel``, a tensor with more than one output channel may have a step per channel
+(two bytes each in the file) or one step: the shared search tries both layouts, and each sweep
+offers every such tensor the other layout before moving its step.
+
 Steps are snapped to the compact layout's 2^(k/8) grid before quantising, so what is searched
 is exactly what is stored.
 """
@@ -41,6 +45,7 @@ class StepsReport:
     distortion: float
     cost: float  # distortion + lam * bits
     evaluations: int  # distortion evaluations in all
+    per_channel: tuple[str, ...] = ()  # tensors whose steps are per output channel (the rest: one step each)
 
     @property
     def shared_rel_step(self) -> float:
@@ -49,7 +54,7 @@ class StepsReport:
     def to_dict(self) -> dict:
         return {"shared_rel_step": self.shared_rel_step, "shared_cost": self.shared[self.shared_best][3],
                 "rel_steps": self.rel_steps, "bits": self.bits, "distortion": self.distortion,
-                "cost": self.cost, "evaluations": self.evaluations}
+                "cost": self.cost, "evaluations": self.evaluations, "per_channel": list(self.per_channel)}
 
 
 def search_steps(params: dict[str, torch.Tensor], distortion: Callable[[dict[str, torch.Tensor]], float],
@@ -64,18 +69,22 @@ def search_steps(params: dict[str, torch.Tensor], distortion: Callable[[dict[str
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
     names = list(params)
-    cache: dict[tuple[str, int], QuantisedTensor | None] = {}
+    cache: dict[tuple[str, int, bool], QuantisedTensor | None] = {}
+    # per-channel steps cost two bytes a channel: each tensor that may have them (matrices with more than one
+    # channel) also tries one step, and keeps whichever lowers D + lam R (carphone grid anchors: 84 of
+    # 403-515 weight bytes were channel steps, and one step per tensor gave the same PSNR)
+    both = {name: per_channel and params[name].dim() >= 2 and params[name].shape[0] > 1 for name in names}
 
-    def tensor(name: str, k: int) -> QuantisedTensor | None:
-        if (name, k) not in cache:
+    def tensor(name: str, k: int, channels: bool) -> QuantisedTensor | None:
+        if (name, k, channels) not in cache:
             try:
-                cache[(name, k)] = quantise_snapped(params[name], 2.0 ** (k / 2), per_channel, name)
+                cache[(name, k, channels)] = quantise_snapped(params[name], 2.0 ** (k / 2), channels, name)
             except ValueError:  # too fine for the coder's support: not a candidate
-                cache[(name, k)] = None
-        return cache[(name, k)]
+                cache[(name, k, channels)] = None
+        return cache[(name, k, channels)]
 
-    def evaluate(ks: dict[str, int]) -> tuple[float, int, float] | None:
-        qs = [tensor(name, ks[name]) for name in names]
+    def evaluate(ks: dict[str, int], channels: dict[str, bool]) -> tuple[float, int, float] | None:
+        qs = [tensor(name, ks[name], channels[name]) for name in names]
         if any(q is None for q in qs):
             return None
         bits = 8 * len(pack_network(qs))
@@ -85,25 +94,33 @@ def search_steps(params: dict[str, torch.Tensor], distortion: Callable[[dict[str
         return d + lam * bits, bits, d
 
     shared, best, exponents = [], None, {}
+    layouts = [both] + ([dict.fromkeys(names, False)] if any(both.values()) else [])
     for c in candidates:
         k = round(2.0 * math.log2(c))
-        result = evaluate(dict.fromkeys(names, k))
-        if result is None:
-            continue
-        shared.append((2.0 ** (k / 2), result[1], result[2], result[0]))
-        if best is None or (result[0], result[1]) < (best[0], best[1]):
-            best, exponents, shared_best = result, dict.fromkeys(names, k), len(shared) - 1
+        for layout in layouts:
+            result = evaluate(dict.fromkeys(names, k), layout)
+            if result is None:
+                continue
+            shared.append((2.0 ** (k / 2), result[1], result[2], result[0]))
+            if best is None or (result[0], result[1]) < (best[0], best[1]):
+                best, exponents, channels, shared_best = result, dict.fromkeys(names, k), dict(layout), len(shared) - 1
     if best is None:
         raise ValueError("no candidate step can be coded")
     evaluations = len(shared)
     for _ in range(sweeps):
         improved = False
         for name in names:
+            if both[name]:
+                flipped = {**channels, name: not channels[name]}
+                result = evaluate(exponents, flipped)
+                evaluations += 1
+                if result is not None and result[0] < best[0]:
+                    channels, best, improved = flipped, result, True
             for direction in (1, -1):
                 moved = 0
                 while moved < MAX_MOVES:
                     trial = {**exponents, name: exponents[name] + direction}
-                    result = evaluate(trial)
+                    result = evaluate(trial, channels)
                     evaluations += 1
                     if result is None or result[0] >= best[0]:
                         break
@@ -112,9 +129,10 @@ def search_steps(params: dict[str, torch.Tensor], distortion: Callable[[dict[str
                     break  # went up: no need to try down
         if not improved:
             break
-    quantised = {name: cache[(name, exponents[name])] for name in names}
+    quantised = {name: cache[(name, exponents[name], channels[name])] for name in names}
     cost, bits, d = best
     report = StepsReport(shared=shared, shared_best=shared_best,
                          rel_steps={name: 2.0 ** (exponents[name] / 2) for name in names},
-                         bits=bits, distortion=d, cost=cost, evaluations=evaluations)
+                         bits=bits, distortion=d, cost=cost, evaluations=evaluations,
+                         per_channel=tuple(name for name in names if quantised[name].per_channel))
     return quantised, report
