@@ -54,7 +54,7 @@ BLOCK = 8  # block side: the usual transform size of a conventional codec at the
 BITS_PER_UNIT = 11.5  # the fit's bits per unit of |coefficient| (measured best of 5.8, 11.5, 17; module docstring)
 LR = 0.025  # Adam lr of the coefficients (typical fitted magnitudes 0.3-1 latent unit)
 BAND_EDGES = (0, 1, 2, 3, 5, 8, 15)  # band b holds the frequencies with u + v in [BAND_EDGES[b], BAND_EDGES[b + 1])
-STEP_CODES = tuple(range(96, 129, 4))  # q = 1/16 .. 1 in half octaves: what the coder tries
+STEP_CODES = tuple(range(96, 129, 4))  # q = 1/16 .. 1 in half octaves: what the coder tries (coarse first, Search.descend)
 DEAD_ZONES = (0.5, 0.65)  # |c / q| below this rounds to 0: plain rounding, and one that drops more
 
 
@@ -158,9 +158,8 @@ def code_residual(fitted: np.ndarray, height: int, width: int, distortion: Calla
         return data, residual_map(values, height, width), q
 
     search.offer(("nothing",), lambda: build(None))
-    for code in STEP_CODES:
-        for zone in DEAD_ZONES:
-            search.offer((code, zone), lambda c=code, z=zone: build(c, z))
+    for zone in DEAD_ZONES:
+        search.descend(((code, zone), lambda c=code, z=zone: build(c, z)) for code in STEP_CODES[::-1])
     cost, bits, dist, (data, delta, q) = search.best
     facts = {"residual_bytes": len(data), "residual_step": step_of(data[0]) if data[0] else None,
              "residual_nonzero": int(np.count_nonzero(q)) if q is not None else 0,

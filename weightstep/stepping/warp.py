@@ -427,8 +427,10 @@ def decode_warp(data: bytes, grid: int) -> tuple[np.ndarray, int]:
 def code_warp(values: torch.Tensor, distortion: Callable[[np.ndarray], float], lam_per_bit: float,
               exponents: Sequence[int] = STEP_EXPONENTS) -> tuple[bytes, np.ndarray, dict]:
     """Pick the step minimising ``distortion(decoded values) + lam_per_bit * bits`` (the identity warp
-    included); returns (blob, the decoded values, facts)."""
-    best = None
+    included); returns (blob, the decoded values, facts). ``exponents`` are tried in order (finest
+    first) until the cost has risen twice in a row past the best of them (about unimodal along the
+    step: the search stops near its minimum instead of rendering every step)."""
+    best, lowest, rises = None, math.inf, 0
     for e in (None, *exponents):
         q = np.zeros(values.numel(), np.int32) if e is None else quantise_warp(values, e)
         blob = encode_warp(q, 0 if e is None else e)
@@ -436,6 +438,10 @@ def code_warp(values: torch.Tensor, distortion: Callable[[np.ndarray], float], l
         cost = float(distortion(decoded)) + lam_per_bit * 8 * len(blob)
         if best is None or cost < best[0]:
             best = (cost, blob, decoded, e)
+        if e is not None:  # the stop looks at the steps alone (the identity may beat them all)
+            lowest, rises = (cost, 0) if cost < lowest else (lowest, rises + 1)
+            if rises == 2:
+                break
     _, blob, decoded, e = best
     facts = {"warp_bytes": len(blob), "warp_step": None if e is None else _step(e),
              "warp_shift": [float(decoded[4]), float(decoded[5])]}
