@@ -104,7 +104,8 @@ def lambda_param(default: float) -> Any:
 
 
 def per_channel_param() -> Any:
-    return param(True, "quantisation step per output channel for unpruned kernels (else one per tensor)")
+    return param(True, "let unpruned kernels keep a quantisation step per output channel where that lowers "
+                 "D + lambda R (else one per tensor); false: one step per tensor everywhere")
 
 
 def search_frames_param() -> Any:

@@ -207,3 +207,36 @@ def test_fitting_upsamples_by_matrices_to_the_kernels_function(mode):
     with torch.no_grad():
         rendered = net.upsampled(list(net.latents))
     assert torch.equal(rendered, fitted.detach())
+
+
+def test_per_channel_steps_are_kept_only_where_they_pay():
+    torch.manual_seed(0)
+    # "even": 12 channels of one spread (a step each buys nothing); "uneven": channel spreads 1e-3..10
+    params = {"even": torch.randn(12, 20) * 0.1,
+              "uneven": torch.randn(12, 20) * torch.logspace(-3, 1, 12)[:, None],
+              "bias": torch.randn(12)}
+
+    def distortion(q):  # relative error of every channel counts: a shared step wipes out the small ones
+        return float(sum(torch.mean(((q[k] - params[k]) / params[k].std(dim=-1, keepdim=True)) ** 2)
+                         for k in params))
+
+    quantised, report = search_steps(params, distortion, 1e-4, per_channel=True)
+    assert set(report.per_channel) == {"uneven"}
+    assert quantised["uneven"].per_channel and not quantised["even"].per_channel
+    assert report.bits == 8 * len(pack_network(list(quantised.values())))
+    _, forced = search_steps(params, distortion, 1e-4, per_channel=False)
+    assert forced.per_channel == () and report.cost <= forced.cost
+
+
+def test_the_synthesis_fits_through_matrix_products_the_function_it_renders():
+    net = build_network(NetworkSpec(kind="grid", grid_levels=4, grid_hidden=8), 20, 28)
+    with torch.no_grad():
+        for conv in (net.synthesis.refine,):
+            conv.weight.normal_(0.0, 0.2)
+    features = torch.randn(1, 4, 20, 28, requires_grad=True)
+    fitted = net.synthesis(features)  # grad enabled: the fitting path
+    with torch.no_grad():
+        rendered = net.synthesis(features)  # the convolutions coded renders and decoders use
+    torch.testing.assert_close(fitted.detach(), rendered, rtol=0, atol=1e-5)
+    fitted.square().sum().backward()
+    assert features.grad is not None and net.synthesis.mix.weight.grad.abs().sum() > 0

@@ -126,3 +126,20 @@ def test_a_grid_stream_with_residual_steps_round_trips_and_only_grid_two_stage_t
                                                           "schedule": "single-stage"}):
         with pytest.raises(ConfigError):
             registry.create("weightstep", params)
+
+
+def test_search_descend_stops_after_two_rises_and_skips_leading_invalid_candidates():
+    from weightstep.stepping.kindcode import Search
+
+    costs = [None, None, 5.0, 3.0, 2.0, 2.5, 4.0, 1.0]  # None: an invalid candidate (e.g. all zero)
+    search = Search(0.0, lambda delta: delta)
+    offered = []
+
+    def candidate(i):
+        def build():
+            offered.append(i)
+            return None if costs[i] is None else (b"", costs[i], None)
+        return (i, build)
+
+    search.descend(candidate(i) for i in range(len(costs)))
+    assert offered == [0, 1, 2, 3, 4, 5, 6] and search.best_key == 4

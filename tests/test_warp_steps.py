@@ -261,3 +261,33 @@ def test_the_warps_position_cache_is_bounded_and_changes_nothing(monkeypatch):
             assert sum(e[0].numel() for e in W._POSITIONS.values()) <= 300 or len(W._POSITIONS) == 1
         results.append(out)
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_the_training_warp_is_the_exact_warp_up_to_rounding():
+    torch.manual_seed(0)
+    targets = [WarpTarget(f"l{i}", "map", 2**i) for i in range(4)]
+    state = {t.name: torch.randn(1, 1, -(-18 // t.stride), -(-26 // t.stride)) for t in targets}
+    values = torch.randn(W.warp_count(4)) * 1.5
+    exact = W.warp_state(state, targets, values, 26, 18, 4, exact=True)
+    fast = W.warp_state(state, targets, values, 26, 18, 4, exact=False)
+    for t in targets:
+        torch.testing.assert_close(fast[t.name], exact[t.name], rtol=0, atol=1e-4)
+
+
+def test_the_warp_coder_stops_its_step_search_near_the_minimum():
+    values = torch.tensor(np.random.default_rng(0).normal(0.0, 0.6, W.warp_count(2)), dtype=torch.float32)
+    seen = []
+
+    def distortion(decoded):
+        seen.append(decoded)
+        return float(np.mean((decoded - values.numpy()) ** 2))
+
+    blob, decoded, facts = W.code_warp(values, distortion, 1e-4)
+    full = [e for e in W.STEP_EXPONENTS]
+    assert 1 + 3 <= len(seen) < 1 + len(full)  # the identity, then finest first until two rises
+    costs = {}
+    for e in full:  # the exhaustive search agrees
+        q = W.quantise_warp(values, e)
+        d = W.dequantise_warp(q, e)
+        costs[e] = float(np.mean((d - values.numpy()) ** 2)) + 1e-4 * 8 * len(W.encode_warp(q, e))
+    assert facts["warp_step"] == pytest.approx(2.0 ** (min(costs, key=costs.get) / 4), rel=1e-6)

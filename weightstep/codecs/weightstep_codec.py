@@ -167,7 +167,9 @@ class WeightStepConfig:
     step_patience: int | None = param(30, "stop a step's fit when D + lambda R has not improved for this many "
                                       "steps (easy frames are cheap); none = always step_steps", low=1, high=10**6)
     frame_batch: int = param(4, "frames per step of the single-stage joint fit", low=1, high=4096)
-    per_channel: bool = param(True, "quantisation step per output channel (else one per tensor)")
+    per_channel: bool = param(True, "let each tensor with several output channels keep a quantisation step per "
+                              "channel where that lowers D + lambda R (two bytes a channel; else one step per "
+                              "tensor); false: one step per tensor everywhere")
     step_sweeps: int = param(2, "sweeps of the per-tensor quantisation step refinement after the shared "
                              "search (0 = one relative step shared by all tensors)", low=0, high=10)
     qat_steps: int | None = param(None, "straight-through steps at the chosen quantisation (a rounding phase "
