@@ -1,6 +1,6 @@
 """Rate-distortion and speed of the full-sequence INR baselines beside x264, on the same frames.
 
-    python benchmarks/full_sequence_rd.py [--video sample:carphone] [--frames 30] [--budget SECONDS]
+    python benchmarks/full_sequence_rd.py [--video sample:carphone] [--frames 30] [--downscale 1] [--budget SECONDS]
         [--q-lambda 1e-3] [--threads 1] [--codecs full-mlp --codecs nerv ...] [--crf 23 ...]
 
 Each INR baseline is run at four model sizes (its rate points). Training effort is fixed in
@@ -52,6 +52,7 @@ def label(params: dict[str, Any]) -> str:
 
 
 def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int = 30,
+         downscale: Annotated[int, typer.Option(help="integer area downscale, as weightstep_rd.py's")] = 1,
          budget: Annotated[float | None, typer.Option(help="equal wall-time training budget per INR point, "
                                                                   "seconds (default: the epochs of EPOCHS)")] = None,
          threads: int = 1, lam: float = 1e-3, device: str = "cpu",
@@ -59,7 +60,7 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
          crf: Annotated[list[int], typer.Option("--crf")] = CRFS,  # noqa: B006
          markdown: bool = True) -> None:
     torch.set_num_threads(threads)
-    source = open_video(video, ReadOptions(frames=frames))
+    source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
     effort = (f"training budget {budget:g} s per point" if budget is not None else
               "epochs " + ", ".join(f"{name} {label(value)}" for name, value in EPOCHS.items()))
     title = (f"{source.identity}: first {source.frames} frames, {source.width}x{source.height}; INR {effort}; "
