@@ -84,7 +84,10 @@ class LowRankUpdate(nn.Module):
         self.v = nn.ParameterList(factors_v)
         self.dense = nn.ParameterList(dense)
         self.units = tuple(units)
-        self._weights: torch.Tensor | None = None  # each rank component's m + n values, in penalty()'s order
+        # each rank component's m + n values, in penalty()'s order (a buffer: it follows the module's device)
+        sizes = [float(p.rows + p.cols) for p in self.plans if p.factorised for _ in range(min(self.max_rank, p.full_rank))]
+        self.register_buffer("component_values", torch.tensor(sizes, dtype=torch.float32, device=self.base_0.device),
+                             persistent=False)
 
     def base(self) -> dict[str, torch.Tensor]:
         """name -> the frozen previous weights."""
@@ -128,10 +131,7 @@ class LowRankUpdate(nn.Module):
                 dense.append(self.dense[slot].abs().reshape(-1) * (1.0 / unit))
         total = self.base_0.new_zeros(())
         if ratios:
-            if self._weights is None or self._weights.device != ratios[0].device:
-                sizes = [float(p.rows + p.cols) for p in self.plans if p.factorised for _ in range(min(self.max_rank, p.full_rank))]
-                self._weights = torch.tensor(sizes, dtype=ratios[0].dtype, device=ratios[0].device)
-            total = total + (self._weights * value_bits(torch.cat(ratios))).sum()
+            total = total + (self.component_values * value_bits(torch.cat(ratios))).sum()
         if dense:
             total = total + value_bits(torch.cat(dense)).sum()
         return total

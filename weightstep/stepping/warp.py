@@ -43,6 +43,7 @@ from torch import nn
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
 from weightstep.inr.spec import WarpTarget
+from weightstep.stepping.kindcode import Search
 
 __all__ = ["WarpField", "warp_count", "warp_state", "quantise_warp", "encode_warp", "decode_warp", "code_warp",
            "warp_targets"]
@@ -428,21 +429,18 @@ def code_warp(values: torch.Tensor, distortion: Callable[[np.ndarray], float], l
               exponents: Sequence[int] = STEP_EXPONENTS) -> tuple[bytes, np.ndarray, dict]:
     """Pick the step minimising ``distortion(decoded values) + lam_per_bit * bits`` (the identity warp
     included); returns (blob, the decoded values, facts). ``exponents`` are tried in order (finest
-    first) until the cost has risen twice in a row past the best of them (about unimodal along the
-    step: the search stops near its minimum instead of rendering every step)."""
-    best, lowest, rises = None, math.inf, 0
-    for e in (None, *exponents):
+    first) by :meth:`~weightstep.stepping.kindcode.Search.descend`, until the cost has risen twice
+    in a row past the best of them (about unimodal along the step: the search stops near its
+    minimum instead of rendering every step)."""
+    search = Search(float(lam_per_bit), distortion)
+
+    def build(e: int | None) -> tuple[bytes, np.ndarray, int | None]:
         q = np.zeros(values.numel(), np.int32) if e is None else quantise_warp(values, e)
-        blob = encode_warp(q, 0 if e is None else e)
-        decoded = dequantise_warp(q, 0 if e is None else e)
-        cost = float(distortion(decoded)) + lam_per_bit * 8 * len(blob)
-        if best is None or cost < best[0]:
-            best = (cost, blob, decoded, e)
-        if e is not None:  # the stop looks at the steps alone (the identity may beat them all)
-            lowest, rises = (cost, 0) if cost < lowest else (lowest, rises + 1)
-            if rises == 2:
-                break
-    _, blob, decoded, e = best
+        return encode_warp(q, 0 if e is None else e), dequantise_warp(q, 0 if e is None else e), e
+
+    search.offer(("identity",), lambda: build(None))  # (the stop looks at the steps alone)
+    search.descend(((e,), lambda e=e: build(e)) for e in exponents)
+    blob, decoded, e = search.best[3]
     facts = {"warp_bytes": len(blob), "warp_step": None if e is None else _step(e),
              "warp_shift": [float(decoded[4]), float(decoded[5])]}
     return blob, decoded, facts
