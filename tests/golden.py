@@ -16,8 +16,10 @@ The clips are made here from formulas (no downloads); encodes run on the CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -67,6 +69,11 @@ CASES: dict[str, tuple[str, dict[str, str], str]] = {
     "weightstep-grid-residual-f4": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
                                                    "grid_context_hidden": "4", "warp_grid": "2", **_STEPS},
                                     "rgb16x3"),
+    # weightstep stream format 5 (a warp coded as its difference from the previous one; every warp
+    # after the first is made to predict, see FORCED_PREDICTION, so the file takes the decoder's path)
+    "weightstep-grid-predicted-warp-f5": ("weightstep", {"inr": "grid", "grid_levels": "3", "grid_hidden": "4",
+                                                         "grid_context_hidden": "4", "warp_grid": "2", **_STEPS},
+                                          "rgb16x3"),
     "full-cnn-pruned": ("full-cnn", {"dip_channels": "4", "dip_levels": "2", "epochs": "10", "prune": "0.3",
                                      "finetune_epochs": "2", "device": "cpu"}, "rgb16x3"),
     "nerv": ("nerv", {"channels": "8", "min_channels": "4", "stem_hidden": "8", "epochs": "10",
@@ -77,6 +84,34 @@ CASES: dict[str, tuple[str, dict[str, str], str]] = {
     "svtav1": ("svtav1", {"crf": "45", "preset": "12"}, "yuv64x48x4"),
     "vp9": ("vp9", {"crf": "40", "cpu_used": "8", "deadline": "realtime"}, "yuv64x48x4"),
 }
+
+
+FORCED_PREDICTION = {"weightstep-grid-predicted-warp-f5"}  # cases encoded under predict_every_warp()
+
+
+@contextlib.contextmanager
+def predict_every_warp():
+    """While open, every warp step with a previous warp is coded as its difference from it (the same
+    decoded warp; a tiny clip's warps are a few numbers and rarely take the predicted layout by
+    themselves): a valid format-5 stream whose decoder must predict."""
+    import weightstep.stepping.step as step_module
+    from weightstep.stepping import warp as W
+
+    original = step_module.code_warp
+
+    def predicting(values, distortion, lam_per_bit, previous=None):
+        blob, decoded, facts = original(values, distortion, lam_per_bit, previous=previous)
+        if previous is not None and facts["warp_step"] is not None:
+            e = round(4 * math.log2(facts["warp_step"]))
+            blob = W.encode_warp(W.quantise_warp(decoded, e), e, previous)
+            facts = {**facts, "warp_bytes": len(blob), "warp_predicted": True}
+        return blob, decoded, facts
+
+    step_module.code_warp = predicting
+    try:
+        yield
+    finally:
+        step_module.code_warp = original
 
 
 def clip(name: str) -> Video:
@@ -154,7 +189,8 @@ def make(name: str) -> tuple[bytes, dict]:
 
     codec_name, params, clip_name = CASES[name]
     codec = registry.create(codec_name, params)
-    data = codec.encode(clip(clip_name)).data
+    with predict_every_warp() if name in FORCED_PREDICTION else contextlib.nullcontext():
+        data = codec.encode(clip(clip_name)).data
     _, decoded = decode(data)
     fragile = [] if decoded.has_native_yuv else fragile_values(data, decoded.frames)
     entry = {"file": f"{name}{codec.suffix}", "codec": codec_name, "params": params, "clip": clip_name,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from golden import predict_every_warp
 from test_weight_steps import FAST, TINY, drifting_clip
 
 from weightstep import registry
@@ -48,20 +49,26 @@ def test_latent_residual_steps_round_trip_exactly_on_the_grid(update, clip, tmp_
 
 
 def test_stream_formats_by_network_and_kind(clip, tmp_path):
-    """Grid streams without the step residual are format 3 (latent steps coded in blocks since format
-    2; renders upsample by matrices since 3), with it (the default) format 4; the other networks'
-    streams still format 1, so their job keys stand. A header whose format does not fit its network
-    and kind is refused; a grid stream read as format 1 still decodes (with torch's kernel: the same
-    8-bit pixels up to a rounding flip)."""
+    """Streams of a warp kind are format 5 (warps predicted from the previous one); grid streams
+    without a warp are format 3 (latent steps coded in blocks since format 2; renders upsample by
+    matrices since 3), or 4 with the step residual; the other networks' streams without a warp still
+    format 1, so their job keys stand. A header whose format does not fit its network and kind is
+    refused; a grid stream read as format 1 still decodes (with torch's kernel: the same 8-bit
+    pixels up to a rounding flip)."""
     import json
 
-    assert registry.create("weightstep", {"inr": "grid"}).describe()["format"] == 4
+    assert registry.create("weightstep", {"inr": "grid"}).describe()["format"] == 5
+    assert registry.create("weightstep", {"inr": "grid", "update": "lowrank"}).describe()["format"] == 4
     assert registry.create("weightstep", {"inr": "grid", "schedule": "single-stage", "update": "l0"}
                            ).describe()["format"] == 3  # the residual is a two-stage step's
     latent = registry.create("weightstep", {"inr": "grid", "update": "latent", "lambda": "1e-4", "residual": "none",
                                             **FAST, **TINY["grid"]})
     assert latent.describe()["format"] == 3 and registry.create("weightstep", {"inr": "dip", "update": "l0"}).describe()["format"] == 1
-    assert registry.create("weightstep", {"inr": "siren", "update": "warp+lowrank"}).describe()["format"] == 1
+    assert registry.create("weightstep", {"inr": "siren", "update": "warp+lowrank"}).describe()["format"] == 5
+    assert registry.create("weightstep", {"inr": "siren", "update": "warp+lowrank"}).config.readable_formats() == (1, 5)
+    assert registry.create("weightstep", {"inr": "grid", "update": "warp", "residual": "none"}
+                           ).config.readable_formats() == (1, 3, 5)
+    assert registry.create("weightstep", {"inr": "grid"}).config.readable_formats() == (4, 5)
     harness.run(latent, clip, tmp_path / "c.wsv")
     data = (tmp_path / "c.wsv").read_bytes()
     container = Container.from_bytes(data)
@@ -134,31 +141,105 @@ def test_warp_blob_round_trips_and_an_identity_costs_one_byte():
     assert W.encode_warp(np.zeros(W.warp_count(4), np.int32), 3) == b"\x00"
 
 
+def test_a_predicted_warp_blob_round_trips_and_codes_persisting_motion_in_fewer_bytes():
+    rng = np.random.default_rng(0)
+    grid, e = 4, -8
+    previous = W.dequantise_warp(rng.integers(-40, 41, W.warp_count(grid)).astype(np.int32), -10)  # another step
+    q = W.predict_warp(previous, e) + rng.integers(-1, 2, W.warp_count(grid)).astype(np.int32)  # motion persists
+    predicted = W.encode_warp(q, e, previous)
+    assert predicted[0] == 3 and len(predicted) < len(W.encode_warp(q, e))
+    back, exponent = W.decode_warp(predicted, grid, previous)
+    assert np.array_equal(back, q) and exponent == e
+    with pytest.raises(BitstreamError, match="predicted"):  # a stream without prediction (format < 5) refuses it
+        W.decode_warp(predicted, grid)
+    same = W.encode_warp(W.predict_warp(previous, e), e, previous)  # no change at all: a constant support
+    assert np.array_equal(W.decode_warp(same, grid, previous)[0], W.predict_warp(previous, e))
+    # the coder picks the shorter layout per step; both decode to the same warp
+    values = torch.tensor(W.dequantise_warp(q, e) + rng.normal(0, 0.01, q.size), dtype=torch.float32)
+
+    def distortion(decoded):
+        return float(np.mean((decoded - values.numpy()) ** 2))
+
+    blob, decoded, facts = W.code_warp(values, distortion, 1e-4, previous=previous)
+    assert facts["warp_predicted"] and blob[0] == 3
+    direct_blob, direct, direct_facts = W.code_warp(values, distortion, 1e-4)
+    assert not direct_facts["warp_predicted"] and len(blob) < len(direct_blob)
+    back, exponent = W.decode_warp(blob, grid, previous)
+    assert np.array_equal(W.dequantise_warp(back, exponent), decoded)
+    unrelated = np.zeros(W.warp_count(grid))  # nothing to predict from: coded directly
+    assert not W.code_warp(values, distortion, 1e-4, previous=unrelated)[2]["warp_predicted"]
+
+
+def test_the_affine_split_keeps_the_displacement_and_empties_the_nodes_of_a_pan():
+    grid, width, height = 4, 26, 18
+    values = np.zeros(W.warp_count(grid))
+    values[6:6 + grid * grid] = 2.5  # every node moves right by 2.5 px: a pan, coded in the nodes
+    values[6 + grid * grid:] = np.linspace(-1, 1, grid).repeat(grid)  # a vertical zoom along y
+    split = W.affine_split(values, grid, width, height)
+    assert np.abs(split[6:]).max() < 1e-9 and split[4] == pytest.approx(2.5)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    for a, b in zip(W.displacement(torch.tensor(values), xs, ys, width, height, grid),
+                    W.displacement(torch.tensor(split), xs, ys, width, height, grid), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
 def test_damaged_warp_blobs_are_refused_or_decode_to_bounded_values():
     rng = np.random.default_rng(1)
     blob = W.encode_warp(rng.integers(-5, 6, W.warp_count(2)).astype(np.int32), -6)
     cases = [blob[:k] for k in range(len(blob))] + [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in
                                                    range(1, 40)] + [b"\x01\x00\x00\xfe\xff\xff\xff\x0f"]
+    previous = W.dequantise_warp(rng.integers(-9, 10, W.warp_count(2)).astype(np.int32), -6)
+    predicted = W.encode_warp(rng.integers(-5, 6, W.warp_count(2)).astype(np.int32), -6, previous)
+    cases += [predicted[:k] for k in range(len(predicted))] + [bytes([3]) + predicted[1:-1] + b"\xff"]
     for data in cases:
-        try:
-            q, exponent = W.decode_warp(data, 2)
-        except BitstreamError:
-            continue
-        assert q.shape == (W.warp_count(2),) and np.abs(q).max() <= W.MAX_ABS and abs(exponent) <= W.MAX_EXPONENT
+        for before in (None, previous):
+            try:
+                q, exponent = W.decode_warp(data, 2, before)
+            except BitstreamError:
+                continue
+            assert q.shape == (W.warp_count(2),) and np.abs(q).max() <= W.MAX_ABS and abs(exponent) <= W.MAX_EXPONENT
 
 
-def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int, identity: str, **extra) -> list[dict]:
-    """Steps' facts of a 3-frame clip whose content moves left by ``step`` px a frame (a warp-only grid
-    codec, without the step residual, which would take over part of the motion)."""
+def _shifting_clip_steps(tmp_path, step: int, size: tuple[int, int], width: int, identity: str, frames: int = 3,
+                         **extra) -> list[dict]:
+    """Steps' facts of a clip whose content moves left by ``step`` px a frame (a warp-only grid codec,
+    without the step residual, which would take over part of the motion); the file is ``w.wsv``."""
     rng = np.random.default_rng(0)
     base = np.cumsum(np.cumsum(rng.normal(size=(3, *size)), axis=1), axis=2)
     base = (base - base.min()) / (base.max() - base.min())
-    frames = np.stack([base[:, :16, t:t + width] for t in (0, step, 2 * step)]).astype(np.float32)
-    video = Video(identity=identity, fps=25.0, rgb_frames=frames)
+    clip = np.stack([base[:, :16, t * step:t * step + width] for t in range(frames)]).astype(np.float32)
+    video = Video(identity=identity, fps=25.0, rgb_frames=clip)
     params = {"inr": "grid", "update": "warp", "warp_grid": "0", "step_steps": "60", "anchor_steps": "200",
               "device": "cpu", "grid_levels": "3", "grid_hidden": "8", "lambda": "1e-6", "step_patience": "none",
               "residual": "none", **extra}
     return harness.run(registry.create("weightstep", params), video, tmp_path / "w.wsv").extra["steps"]
+
+
+def test_predicted_warps_decode_through_a_stream_and_need_format_5(tmp_path):
+    """Every warp after a group's first coded against the previous one (forced here: a tiny clip's
+    warps fit in one ANS word either way): the file decodes to the encoder's frames, the decoder
+    keeping each group's last warp, and the same sections under a header of format 3 (no
+    prediction) are refused."""
+    rng = np.random.default_rng(0)
+    base = np.cumsum(np.cumsum(rng.normal(size=(3, 20, 48)), axis=1), axis=2)
+    base = (base - base.min()) / (base.max() - base.min())
+    video = Video(identity="test:persist", fps=25.0,
+                  rgb_frames=np.stack([base[:, :16, 2 * t:2 * t + 16] for t in range(5)]).astype(np.float32))
+    codec = registry.create("weightstep", {"inr": "grid", "update": "warp", "warp_grid": "2", "step_steps": "20",
+                                           "anchor_steps": "100", "device": "cpu", "grid_levels": "3",
+                                           "grid_hidden": "8", "lambda": "1e-6", "residual": "none", "gop": "3"})
+    with predict_every_warp():
+        steps = harness.run(codec, video, tmp_path / "w.wsv").extra["steps"]
+    assert [step["warp_predicted"] for step in steps] == [False, True, False]  # frames 1, 2, 4: anchors at 0 and 3
+    data = (tmp_path / "w.wsv").read_bytes()
+    container = Container.from_bytes(data)
+    assert container.header["format"] == 5 and [tag for tag, _ in container.sections][3] == ANCHOR
+    assert np.array_equal(codec.decode(data).rgb(), codec.reconstruction.numpy())
+    forged = Container(codec=container.codec, header={**container.header, "format": 3},
+                       sections=container.sections).to_bytes()
+    with pytest.raises(BitstreamError, match="predicted"):
+        codec.decode(forged)
 
 
 def test_a_fitted_warp_follows_a_shift(tmp_path):

@@ -44,12 +44,14 @@ STEP = "STEP"  # section of one weight update
 # it uses, and the decoder keeps reading the older ones. 1: every kind as first written; 2: the
 # latent kinds' residual in blocks with skip flags (stepping/latent.py); 3: a grid network's coded
 # renders upsample by matrices (every grid stream); 4: a step section carries a block-DCT residual
-# after the step (``residual=dct``; stepping/residual.py). A stream whose network and step kind did not
-# change keeps writing 1, so its files and the job keys of its results stay as they were.
-FORMAT = 4
+# after the step (``residual=dct``; stepping/residual.py); 5: a warp may be coded as its difference from
+# the previous step's (every stream of a warp kind; stepping/warp.py). A stream whose network and step
+# kind did not change keeps writing 1, so its files and the job keys of its results stay as they were.
+FORMAT = 5
 LATENT_BLOCKS = 2  # from format 2: latent steps code their residual in blocks (stepping/latent.py)
 MATRIX_RENDER = 3  # from format 3: a grid network's renders upsample its latents by matrices (inr/grid.py)
 RESIDUAL = 4  # format 4: a grid stream whose steps carry a block-DCT residual (stepping/residual.py)
+WARP_PREDICTION = 5  # from format 5: a warp step may predict its warp from the previous one (stepping/warp.py)
 
 # What the decoder never reads: how the encoder searched. Kept in the file's metadata, not its
 # stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
@@ -230,19 +232,24 @@ class WeightStepConfig:
                                           and self.schedule == "two-stage")
 
     def stream_format(self) -> int:
-        """The stream version this config writes (see FORMAT): grid streams the newest, the other
-        networks' streams 1 (nothing they write has changed since)."""
+        """The stream version this config writes (see FORMAT): warp kinds the newest, the other
+        grid streams the format of their last change, the other networks' streams 1 (nothing they
+        write has changed since)."""
+        return WARP_PREDICTION if split_kind(self.update)[0] else self._format_without_prediction()
+
+    def _format_without_prediction(self) -> int:
+        """What this config wrote before format 5 (and still writes without a warp)."""
         if self.inr == "grid":
             return RESIDUAL if self.residual_on() else MATRIX_RENDER
         return LATENT_BLOCKS if split_kind(self.update)[1] == "latent" else 1
 
     def readable_formats(self) -> tuple[int, ...]:
         """The stream versions a decoder takes for this config: what it writes, and what earlier
-        builds wrote for it (format 1, and 2 for latent steps)."""
+        builds wrote for it (format 1, and 2 for latent steps, 3 or 4 for grid streams)."""
         if self.residual_on():
-            return (RESIDUAL,)
+            return tuple(sorted({RESIDUAL, self.stream_format()}))
         older = (1, LATENT_BLOCKS) if split_kind(self.update)[1] == "latent" else (1,)
-        return tuple(sorted({*older, self.stream_format()}))
+        return tuple(sorted({*older, self._format_without_prediction(), self.stream_format()}))
 
     def gop_size(self) -> int:
         """Fixed restart period in frames (0: none; gop=auto restarts where it pays)."""
@@ -416,22 +423,24 @@ class WeightStepCodec(Codec):
         shapes = parameter_shapes(net)
         targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
         frozen = frozen_names(net)
-        finest = latent_names(net)[0] if stream_format >= RESIDUAL else ""
-        out, state, maps = [], None, None
+        with_residual = stream_format >= RESIDUAL and cfg.residual_on()  # (format 4 was written only with it)
+        finest = latent_names(net)[0] if with_residual else ""
+        out, state, maps, warp = [], None, None, None
         for tag, section in container.sections:
             if tag == ANCHOR:
-                weights, maps = decode_anchor(section, net), None
+                weights, maps, warp = decode_anchor(section, net), None, None
                 state = initial_state(net, {k: v.to(self.device) for k, v in weights.items()}, cfg.update)
             else:
                 residual = None
-                if stream_format >= RESIDUAL:
+                if with_residual:
                     reader = ByteReader(section, "step section")
                     step_data = reader.take(reader.varint("step length"), "step")
                     residual, section = decode_residual(reader.rest(), height, width), step_data
-                state, maps = decode_frame_step(section, cfg.update, state, shapes, targets, maps,
-                                                warp_grid=cfg.warp_grid, width=width, height=height, frozen=frozen,
-                                                latents=latent_names(net),
-                                                latent_blocks=stream_format >= LATENT_BLOCKS)
+                state, maps, warp = decode_frame_step(
+                    section, cfg.update, state, shapes, targets, maps, warp_grid=cfg.warp_grid, width=width,
+                    height=height, frozen=frozen, latents=latent_names(net),
+                    latent_blocks=stream_format >= LATENT_BLOCKS,
+                    previous_warp=warp if stream_format >= WARP_PREDICTION else None)
                 if residual is not None:
                     state = {**state, finest: state[finest] + residual.to(state[finest].device)}
             out.append(render(net, state).cpu())

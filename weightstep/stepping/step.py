@@ -43,6 +43,7 @@ from weightstep.stepping.lowrank import LowRankUpdate, code_lowrank, decode_lowr
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta
 from weightstep.stepping.warp import (
     WarpField,
+    affine_split,
     code_warp,
     decode_warp,
     dequantise_warp,
@@ -95,6 +96,7 @@ class StepMemory:
     logits: dict[str, torch.Tensor] | None = None  # gate logits of the last update (warm start)
     warp: np.ndarray | None = None  # where the next warp's fit starts: the last decoded warp (or a motion estimate)
     gate_bits: float = GATE_BITS  # what an open gate cost in the last coded update
+    warp_coded: np.ndarray | None = None  # the last decoded warp of the group of pictures: what the next one predicts from
     facts: dict = field(default_factory=dict)
 
 
@@ -197,11 +199,12 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
             moved = warped(values)
             return distortion({**moved, **{n: moved[n] + fitted[n] for n in fitted}})
 
-        blob, values, facts = code_warp(step.warp.values.detach(), warp_distortion, lam_per_bit)
+        split = affine_split(step.warp.values.detach(), step.warp_grid, step.width, step.height)
+        blob, values, facts = code_warp(split, warp_distortion, lam_per_bit, previous=memory.warp_coded)
         state = warped(values)
-        memory_warp = values
+        decoded_warp = values
     else:
-        memory_warp = None
+        decoded_warp = None
     maps, logits, gate_bits = memory.maps, memory.logits, memory.gate_bits
     data = b""
     if step.update is not None:
@@ -231,7 +234,8 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
         put_varint(head, len(blob))
         section = bytes(head) + blob + data
     facts["bytes"] = len(section)
-    new_memory = StepMemory(maps=maps, logits=logits, warp=memory_warp, gate_bits=gate_bits, facts=facts)
+    new_memory = StepMemory(maps=maps, logits=logits, warp=decoded_warp, gate_bits=gate_bits, facts=facts,
+                            warp_coded=decoded_warp)
     return section, state, new_memory, facts
 
 
@@ -243,11 +247,14 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
                       shapes: Sequence[tuple[str, tuple[int, ...]]], targets: Sequence[WarpTarget],
                       maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int,
                       frozen: frozenset[str] = frozenset(), latents: Sequence[str] = (),
-                      latent_blocks: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
-    """The decoder's side of :func:`code_frame_step`: (new state, change maps for the next step).
+                      latent_blocks: bool = True, previous_warp: np.ndarray | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None, np.ndarray | None]:
+    """The decoder's side of :func:`code_frame_step`.
 
     ``latents`` names the latent grids (the ``latent`` kind steps those); ``latent_blocks`` False
-    reads the latent kind's first layout (streams of format 1)."""
+    reads the latent kind's first layout (streams of format 1). ``previous_warp``: the last decoded
+    warp of the group of pictures where the stream predicts warps (format 5), else None. Returns (the
+    new state, change maps for the next step, this step's decoded warp values or None)."""
     has_warp, part = split_kind(kind)
     state = dict(state)
     if has_warp:
@@ -255,12 +262,15 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
         length = reader.varint("warp length")
         blob = reader.take(length, "warp blob")
         data = reader.rest()
-        q, exponent = decode_warp(blob, warp_grid)
-        state.update(_to(exact_warp(state, targets, dequantise_warp(q, exponent), width, height, warp_grid), state))
+        q, exponent = decode_warp(blob, warp_grid, previous_warp)
+        warp_values = dequantise_warp(q, exponent)
+        state.update(_to(exact_warp(state, targets, warp_values, width, height, warp_grid), state))
         if part is None:
             if data:
                 raise BitstreamError("warp step: data after the warp")
-            return state, maps
+            return state, maps, warp_values
+    else:
+        warp_values = None
     names = [name for name, _ in shapes]
     base = {n: state[n] for n in names}
     if part == "lowrank":
@@ -272,4 +282,4 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
     else:
         delta, maps = decode_update(data, shapes, maps, part)
     state.update(apply_delta(base, delta))
-    return state, maps
+    return state, maps, warp_values
