@@ -45,13 +45,15 @@ STEP = "STEP"  # section of one weight update
 # latent kinds' residual in blocks with skip flags (stepping/latent.py); 3: a grid network's coded
 # renders upsample by matrices (every grid stream); 4: a step section carries a block-DCT residual
 # after the step (``residual=dct``; stepping/residual.py); 5: a warp may be coded as its difference from
-# the previous step's (every stream of a warp kind; stepping/warp.py). A stream whose network and step
+# the previous step's, and a warp step's low-rank values carry a 5-byte model header instead of 17
+# (every stream of a warp kind; stepping/warp.py, coding/compact_ints.py). A stream whose network and step
 # kind did not change keeps writing 1, so its files and the job keys of its results stay as they were.
 FORMAT = 5
 LATENT_BLOCKS = 2  # from format 2: latent steps code their residual in blocks (stepping/latent.py)
 MATRIX_RENDER = 3  # from format 3: a grid network's renders upsample its latents by matrices (inr/grid.py)
 RESIDUAL = 4  # format 4: a grid stream whose steps carry a block-DCT residual (stepping/residual.py)
 WARP_PREDICTION = 5  # from format 5: a warp step may predict its warp from the previous one (stepping/warp.py)
+# and codes its low-rank values with the compact integer header (coding/compact_ints.py)
 
 # What the decoder never reads: how the encoder searched. Kept in the file's metadata, not its
 # stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
@@ -440,7 +442,8 @@ class WeightStepCodec(Codec):
                     section, cfg.update, state, shapes, targets, maps, warp_grid=cfg.warp_grid, width=width,
                     height=height, frozen=frozen, latents=latent_names(net),
                     latent_blocks=stream_format >= LATENT_BLOCKS,
-                    previous_warp=warp if stream_format >= WARP_PREDICTION else None)
+                    previous_warp=warp if stream_format >= WARP_PREDICTION else None,
+                    compact=stream_format >= WARP_PREDICTION)
                 if residual is not None:
                     state = {**state, finest: state[finest] + residual.to(state[finest].device)}
             out.append(render(net, state).cpu())

@@ -37,8 +37,9 @@ Frame layout (one blob per frame)::
                      a byte: a matrix's rank k in bit_length(min(R, min(m, n))) bits; a dense
                      tensor's on/off in 1 bit
     e       varint   zigzag step exponent: step = 2^(e/16), |e| <= 1024
-    values  encode_ints to the end: per tensor in order, U (m x k, C order) then V (k x n), or the
-            dense tensor's values (flat, C order) when on
+    values  encode_ints to the end (encode_compact_ints, a 5-byte model instead of 17, in the
+            warp steps of streams from format 5): per tensor in order, U (m x k, C order) then
+            V (k x n), or the dense tensor's values (flat, C order) when on
 
 An all-zero update is the single byte 0. The decoder derives every count from the shapes and the
 fields (each rank at most min(R, m, n) <= 127; R at most the largest min(m, n)), so no size in the
@@ -56,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from weightstep.coding.compact_ints import decode_compact_ints, encode_compact_ints
 from weightstep.coding.entropy import MAX_COUNT, decode_ints, encode_ints
 from weightstep.coding.framing import ByteReader, put_varint
 from weightstep.errors import BitstreamError
@@ -153,7 +155,7 @@ def lowrank_delta(shapes: Shapes, plans: list[TensorPlan], exponent: int, coded:
     return out
 
 
-def _frame(plans: list[TensorPlan], exponent: int, coded: Coded) -> bytes:
+def _frame(plans: list[TensorPlan], exponent: int, coded: Coded, compact: bool = False) -> bytes:
     if not coded:
         return bytes([0])
     ranks = {name: item[0].shape[1] for name, item in coded.items() if isinstance(item, tuple)}
@@ -172,11 +174,13 @@ def _frame(plans: list[TensorPlan], exponent: int, coded: Coded) -> bytes:
                 values.append(item.ravel())
     head = bytearray([1 | (top << 1)]) + pack_fields(fields)
     put_varint(head, zigzag(exponent))
-    return bytes(head) + encode_ints(np.concatenate(values))
+    return bytes(head) + (encode_compact_ints if compact else encode_ints)(np.concatenate(values))
 
 
-def decode_lowrank(data: bytes, shapes: Shapes, frozen: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
-    """The Δ (float32 CPU, every name in ``shapes``) of a :func:`code_lowrank` frame.
+def decode_lowrank(data: bytes, shapes: Shapes, frozen: frozenset[str] = frozenset(),
+                   compact: bool = False) -> dict[str, torch.Tensor]:
+    """The Δ (float32 CPU, every name in ``shapes``) of a :func:`code_lowrank` frame (``compact``: its
+    values in the compact integer layout, as ``code_lowrank(..., compact=True)`` writes).
 
     ``shapes``: name -> shape, or (name, shape) pairs, in network order; ``frozen`` as given to the
     update. Anything damaged, foreign or out of bounds raises BitstreamError before any allocation
@@ -209,7 +213,7 @@ def decode_lowrank(data: bytes, shapes: Shapes, frozen: frozenset[str] = frozens
     if count > MAX_COUNT:
         raise BitstreamError(f"lowrank update: {count} values exceed the coder's limit")
     exponent = read_exponent(r, "step")
-    flat = decode_ints(r.rest(), count)
+    flat = (decode_compact_ints if compact else decode_ints)(r.rest(), count)
     if flat.size and int(np.max(np.abs(flat.astype(np.int64)))) > MAX_ABS_Q:
         raise BitstreamError("lowrank update: an integer is out of range")
     coded: Coded = {}
@@ -269,13 +273,15 @@ def _quantise_plan(plan: TensorPlan, rank: int, exponent: int, fitted: np.ndarra
 
 
 def code_lowrank(update, distortion: Callable[[dict[str, torch.Tensor]], float],
-                 lam_per_bit: float, *, greedy: bool = True) -> tuple[bytes, dict[str, torch.Tensor], dict]:
+                 lam_per_bit: float, *, greedy: bool = True, compact: bool = False
+                 ) -> tuple[bytes, dict[str, torch.Tensor], dict]:
     """Quantise and code ``update`` (a LowRankUpdate), choosing ranks and step by distortion(decoded Δ) + lam_per_bit * bits.
 
     ``distortion`` gets the decoder's Δ (float32 CPU, every name). Returns (frame, that Δ, facts):
     bytes, changed (non-zero integers), values (integers coded), step, exponent, rank (the largest),
     ranks (name -> rank, or 0/1 for a dense tensor), distortion, bits, cost, candidates (evaluated).
-    ``greedy`` adds the per-tensor pass over ranks after the shared-rank search.
+    ``greedy`` adds the per-tensor pass over ranks after the shared-rank search; ``compact`` writes
+    the values with :func:`~weightstep.coding.compact_ints.encode_compact_ints` (warp steps of format 5).
     """
     shapes = [(name, tuple(b.shape)) for name, b in update.base().items()]
     plans = update.plans
@@ -292,7 +298,8 @@ def code_lowrank(update, distortion: Callable[[dict[str, torch.Tensor]], float],
             if item is not None:
                 coded[plan.name] = item
         exponent = exponent if coded else 0
-        return _frame(plans, exponent, coded), lowrank_delta(shapes, plans, exponent, coded), (exponent, coded)
+        return (_frame(plans, exponent, coded, compact), lowrank_delta(shapes, plans, exponent, coded),
+                (exponent, coded))
 
     levels = rank_levels(update.max_rank)
     empty = tuple(0 for _ in plans)

@@ -217,7 +217,9 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
         if step.part in MODEL_PARTS:
             coder = {"lowrank": code_lowrank, "film": code_film, "latent": code_latent}[step.part]
             # (a warp moves latents and inputs, never the layers film scales: its base stays the decoder's)
-            data, delta, extra = coder(step.update, lambda d: with_params(apply_delta(base, d)), lam_per_bit)
+            options = {"compact": True} if step.part == "lowrank" and step.warp is not None else {}  # (format 5)
+            data, delta, extra = coder(step.update, lambda d: with_params(apply_delta(base, d)), lam_per_bit,
+                                       **options)
             state = {**state, **apply_delta(base, delta)}
             facts.update({k: v for k, v in extra.items() if k != "candidates"})
         else:
@@ -247,13 +249,14 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
                       shapes: Sequence[tuple[str, tuple[int, ...]]], targets: Sequence[WarpTarget],
                       maps: dict[str, np.ndarray] | None, *, warp_grid: int, width: int, height: int,
                       frozen: frozenset[str] = frozenset(), latents: Sequence[str] = (),
-                      latent_blocks: bool = True, previous_warp: np.ndarray | None = None
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None, np.ndarray | None]:
+                      latent_blocks: bool = True, previous_warp: np.ndarray | None = None,
+                      compact: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray] | None, np.ndarray | None]:
     """The decoder's side of :func:`code_frame_step`.
 
     ``latents`` names the latent grids (the ``latent`` kind steps those); ``latent_blocks`` False
     reads the latent kind's first layout (streams of format 1). ``previous_warp``: the last decoded
-    warp of the group of pictures where the stream predicts warps (format 5), else None. Returns (the
+    warp of the group of pictures where the stream predicts warps (format 5), else None; ``compact``: a
+    low-rank update's values in the compact integer layout (warp steps of format 5). Returns (the
     new state, change maps for the next step, this step's decoded warp values or None)."""
     has_warp, part = split_kind(kind)
     state = dict(state)
@@ -274,7 +277,7 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
     names = [name for name, _ in shapes]
     base = {n: state[n] for n in names}
     if part == "lowrank":
-        delta = decode_lowrank(data, shapes, frozen)
+        delta = decode_lowrank(data, shapes, frozen, compact=compact)
     elif part == "film":
         delta = decode_film(data, {n: v.detach().cpu() for n, v in base.items()}, frozen)
     elif part == "latent":
