@@ -41,15 +41,8 @@ from weightstep.stepping.film import FilmUpdate, code_film, decode_film
 from weightstep.stepping.latent import LatentUpdate, code_latent, decode_latent
 from weightstep.stepping.lowrank import LowRankUpdate, code_lowrank, decode_lowrank
 from weightstep.stepping.update import UpdateSpec, WeightUpdate, apply_delta
-from weightstep.stepping.warp import (
-    WarpField,
-    affine_split,
-    code_warp,
-    decode_warp,
-    dequantise_warp,
-    exact_warp,
-    warp_targets,
-)
+from weightstep.stepping.warp import WarpField, exact_warp, warp_targets
+from weightstep.stepping.warp_code import affine_split, code_warp, decode_warp, dequantise_warp
 
 __all__ = ["STEP_KINDS", "GATE_BITS", "split_kind", "StepMemory", "FrameStep", "code_frame_step", "decode_frame_step",
            "initial_state", "frozen_names", "code_update"]
