@@ -303,7 +303,8 @@ class WeightStepConfig:
                             joint_steps=joint_steps_for(frames, self.step_steps, self.frame_batch),
                             anchor_lr=0.1 * self.lr(), kind=self.update, warp_grid=self.warp_grid,
                             warp_lr=self.warp_lr, warp_init=self.warp_init, refresh="auto" if self.gop == "auto" else "fixed",
-                            pixel_share=self.step_pixels, residual=self.residual_on())
+                            pixel_share=self.step_pixels, residual=self.residual_on(),
+                            compact=self.stream_format() >= WARP_PREDICTION)
 
     def anchor_settings(self, fit_first: bool, pixels: int | None = None) -> AnchorSettings:
         steps = self.steps(pixels)
@@ -426,6 +427,7 @@ class WeightStepCodec(Codec):
         targets = warp_targets(net) if split_kind(cfg.update)[0] else ()
         frozen = frozen_names(net)
         with_residual = stream_format >= RESIDUAL and cfg.residual_on()  # (format 4 was written only with it)
+        compact = stream_format >= WARP_PREDICTION
         finest = latent_names(net)[0] if with_residual else ""
         out, state, maps, warp = [], None, None, None
         for tag, section in container.sections:
@@ -441,9 +443,7 @@ class WeightStepCodec(Codec):
                 state, maps, warp = decode_frame_step(
                     section, cfg.update, state, shapes, targets, maps, warp_grid=cfg.warp_grid, width=width,
                     height=height, frozen=frozen, latents=latent_names(net),
-                    latent_blocks=stream_format >= LATENT_BLOCKS,
-                    previous_warp=warp if stream_format >= WARP_PREDICTION else None,
-                    compact=stream_format >= WARP_PREDICTION)
+                    latent_blocks=stream_format >= LATENT_BLOCKS, previous_warp=warp, compact=compact)
                 if residual is not None:
                     state = {**state, finest: state[finest] + residual.to(state[finest].device)}
             out.append(render(net, state).cpu())

@@ -36,7 +36,7 @@ from weightstep.coding.entropy import (
     _run_decoder,
     _words_to_bytes,
 )
-from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.coding.framing import ByteReader, put_varint, unzigzag, zigzag
 from weightstep.errors import BitstreamError
 
 __all__ = ["encode_compact_ints", "decode_compact_ints"]
@@ -44,14 +44,6 @@ __all__ = ["encode_compact_ints", "decode_compact_ints"]
 GRID = 16  # location in 1/GRID units, scale in 1/GRID octaves
 MAX_LOC_CODE = 1 << 30  # |location code| limit (its zigzag fits a 5-byte varint; steps' integers are far smaller)
 SCALE_CODES = (int(math.log2(MIN_SCALE)) * GRID, int(math.log2(MAX_SCALE)) * GRID)
-
-
-def _zigzag(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
-def _unzigzag(z: int) -> int:
-    return z // 2 if z % 2 == 0 else -(z + 1) // 2
 
 
 def _loc(code: int) -> float:
@@ -76,7 +68,7 @@ def encode_compact_ints(values: np.ndarray) -> bytes:
         raise ValueError(f"support [{lo}, {hi}] out of range; use a coarser step")
     family, loc, scale = (LAPLACE, 0.0, 1.0) if lo == hi else _fit(v, lo, hi)
     out = bytearray([family])
-    put_varint(out, _zigzag(lo))
+    put_varint(out, zigzag(lo))
     put_varint(out, hi - lo)
     if lo == hi:
         return bytes(out)
@@ -84,8 +76,8 @@ def encode_compact_ints(values: np.ndarray) -> bytes:
     if abs(loc_code) > MAX_LOC_CODE:
         raise ValueError(f"location {loc} beyond the compact header's range")
     scale_code = int(np.clip(round(math.log2(scale) * GRID), *SCALE_CODES))
-    put_varint(out, _zigzag(loc_code))
-    put_varint(out, _zigzag(scale_code))
+    put_varint(out, zigzag(loc_code))
+    put_varint(out, zigzag(scale_code))
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(v.astype(np.int32), _model(family, lo, hi, _loc(loc_code), _scale(scale_code)))
     return bytes(out) + _words_to_bytes(coder.get_compressed())
@@ -101,7 +93,7 @@ def decode_compact_ints(data: bytes, count: int) -> np.ndarray:
     family = r.take(1, "family")[0]
     if family not in (LAPLACE, GAUSSIAN):
         raise BitstreamError(f"compact integer blob: unknown model family {family}")
-    lo = _unzigzag(r.varint("low bound"))
+    lo = unzigzag(r.varint("low bound"))
     span = r.varint("span")
     if lo < -(2**31) or span + 1 > MAX_SUPPORT or lo + span > 2**31 - 1:
         raise BitstreamError(f"compact integer blob: invalid support [{lo}, {lo + span}]")
@@ -109,7 +101,7 @@ def decode_compact_ints(data: bytes, count: int) -> np.ndarray:
         if family != LAPLACE or r.rest():
             raise BitstreamError("compact integer blob: data after a constant array")
         return np.full(count, lo, dtype=np.int32)
-    loc_code, scale_code = _unzigzag(r.varint("location")), _unzigzag(r.varint("scale"))
+    loc_code, scale_code = unzigzag(r.varint("location")), unzigzag(r.varint("scale"))
     if abs(loc_code) > MAX_LOC_CODE or not SCALE_CODES[0] <= scale_code <= SCALE_CODES[1]:
         raise BitstreamError(f"compact integer blob: invalid model codes {loc_code}, {scale_code}")
     payload = r.rest()

@@ -19,6 +19,16 @@ def put_varint(out: bytearray, value: int) -> None:
             return
 
 
+def zigzag(v: int) -> int:
+    """A signed integer as the unsigned one a varint holds: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ..."""
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def unzigzag(z: int) -> int:
+    """The inverse of :func:`zigzag`."""
+    return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+
 class ByteReader:
     """Bounds-checked reading of a byte string; every failure is a BitstreamError."""
 

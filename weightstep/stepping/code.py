@@ -55,7 +55,7 @@ from weightstep.coding.entropy import (
     encode_bits,
     encode_ints,
 )
-from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.coding.framing import ByteReader, put_varint, unzigzag, zigzag
 from weightstep.coding.quantise import (
     StepCandidate,
     StepSearchReport,
@@ -252,14 +252,6 @@ def choose_step(values: Mapping[str, torch.Tensor | np.ndarray], kind: str,
 # ---------------------------------------------------------------- bitstream
 
 
-def _zigzag(e: int) -> int:
-    return 2 * e if e >= 0 else -2 * e - 1
-
-
-def _unzigzag(z: int) -> int:
-    return z // 2 if z % 2 == 0 else -(z + 1) // 2
-
-
 def _framed_size(blobs: list[bytes]) -> int:
     """Bytes the blobs take in a frame, their length varints included."""
     size = 0
@@ -305,7 +297,7 @@ def encode_update(update: QuantisedUpdate, previous_maps: Mapping[str, np.ndarra
         return bytes([0]), maps, stats
     flags = _CHANGED
     head = bytearray()
-    put_varint(head, _zigzag(update.exponent))
+    put_varint(head, zigzag(update.exponent))
     map_blobs: list[bytes] = []
     if update.kind == "dense":
         values_blob = encode_ints(flat)
@@ -364,7 +356,7 @@ def decode_update(data: bytes, base_shapes: Mapping[str, Sequence[int]] | Sequen
         return q.delta(), q.maps()
     if flags & _CONDITIONAL and (kind == "dense" or prev is None):
         raise BitstreamError("weight update: conditional map coding without a previous map")
-    exponent = _unzigzag(r.varint("step exponent"))
+    exponent = unzigzag(r.varint("step exponent"))
     if abs(exponent) > MAX_EXPONENT:
         raise BitstreamError(f"weight update: step exponent {exponent} out of range")
     if kind == "dense":

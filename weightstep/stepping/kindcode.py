@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from weightstep.coding.entropy import MAX_COUNT, MAX_SUPPORT
-from weightstep.coding.framing import ByteReader
+from weightstep.coding.framing import ByteReader, unzigzag, zigzag
 from weightstep.errors import BitstreamError
 from weightstep.stepping.code import MAX_EXPONENT, STEP_DIVISIONS, step_from_exponent
 
@@ -77,14 +77,6 @@ def tensor_shapes(shapes: Shapes | Mapping[str, torch.Tensor]) -> list[tuple[str
     if sum(math.prod(s) for _, s in out) > MAX_COUNT:
         raise ValueError(f"the network has more than {MAX_COUNT} parameters")
     return out
-
-
-def zigzag(e: int) -> int:
-    return 2 * e if e >= 0 else -2 * e - 1
-
-
-def unzigzag(z: int) -> int:
-    return z // 2 if z % 2 == 0 else -(z + 1) // 2
 
 
 def read_exponent(r: ByteReader, what: str) -> int:

@@ -75,6 +75,7 @@ class StepSettings:
     refresh: str = "fixed"  # "auto": a fresh anchor replaces a step whenever it costs less D + lam R
     pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
     residual: bool = False  # a block-DCT residual on the finest latent level after each step (grid; residual.py)
+    compact: bool = False  # format-5 steps: warps predicted from the previous one, compact low-rank headers (step.py)
 
 
 def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
@@ -187,7 +188,8 @@ class _Stepper:
         def distortion(weights) -> float:
             return mse(render(net, weights).cpu(), target_cpu)
 
-        data, new_state, memory, facts = code_frame_step(step, distortion, self.lam_per_bit, memory)
+        data, new_state, memory, facts = code_frame_step(step, distortion, self.lam_per_bit, memory,
+                                                         compact=settings.compact)
         if residual is not None:
             data, new_state = _add_residual(finest, residual, new_state, data, distortion, self.lam_per_bit, facts)
         frame = render(net, new_state)

@@ -168,10 +168,11 @@ def code_update(values: Mapping[str, torch.Tensor], part: str, base: Mapping[str
 
 
 def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Tensor]], float], lam_per_bit: float,
-                    memory: StepMemory) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict]:
+                    memory: StepMemory, compact: bool = False) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict]:
     """Quantise and code a fitted step: the warp's step by D + lambda R (with the fitted update on
-    top), then the update's step against the decoded warped state. Returns (section, the decoder's
-    new state, the memory for the next frame, facts)."""
+    top), then the update's step against the decoded warped state. ``compact``: the layout of
+    streams from format 5 (a warp may be coded against the previous one, low-rank values under the
+    compact header). Returns (section, the decoder's new state, the memory for the next frame, facts)."""
     state = {k: v.detach() for k, v in step.state.items()}
     facts: dict = {}
     blob = b""
@@ -193,7 +194,8 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
             return distortion({**moved, **{n: moved[n] + fitted[n] for n in fitted}})
 
         split = affine_split(step.warp.values.detach(), step.warp_grid, step.width, step.height)
-        blob, values, facts = code_warp(split, warp_distortion, lam_per_bit, previous=memory.warp_coded)
+        blob, values, facts = code_warp(split, warp_distortion, lam_per_bit,
+                                        previous=memory.warp_coded if compact else None)
         state = warped(values)
         decoded_warp = values
     else:
@@ -210,7 +212,7 @@ def code_frame_step(step: FrameStep, distortion: Callable[[Mapping[str, torch.Te
         if step.part in MODEL_PARTS:
             coder = {"lowrank": code_lowrank, "film": code_film, "latent": code_latent}[step.part]
             # (a warp moves latents and inputs, never the layers film scales: its base stays the decoder's)
-            options = {"compact": True} if step.part == "lowrank" and step.warp is not None else {}  # (format 5)
+            options = {"compact": compact} if step.part == "lowrank" else {}
             data, delta, extra = coder(step.update, lambda d: with_params(apply_delta(base, d)), lam_per_bit,
                                        **options)
             state = {**state, **apply_delta(base, delta)}
@@ -248,8 +250,9 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
 
     ``latents`` names the latent grids (the ``latent`` kind steps those); ``latent_blocks`` False
     reads the latent kind's first layout (streams of format 1). ``previous_warp``: the last decoded
-    warp of the group of pictures where the stream predicts warps (format 5), else None; ``compact``: a
-    low-rank update's values in the compact integer layout (warp steps of format 5). Returns (the
+    warp of the group of pictures (None on its first step); ``compact``: the layout of streams from
+    format 5 (a warp may be predicted from ``previous_warp``, low-rank values under the compact
+    header; without it a predicted warp is refused). Returns (the
     new state, change maps for the next step, this step's decoded warp values or None)."""
     has_warp, part = split_kind(kind)
     state = dict(state)
@@ -258,7 +261,7 @@ def decode_frame_step(data: bytes, kind: str, state: Mapping[str, torch.Tensor],
         length = reader.varint("warp length")
         blob = reader.take(length, "warp blob")
         data = reader.rest()
-        q, exponent = decode_warp(blob, warp_grid, previous_warp)
+        q, exponent = decode_warp(blob, warp_grid, previous_warp if compact else None)
         warp_values = dequantise_warp(q, exponent)
         state.update(_to(exact_warp(state, targets, warp_values, width, height, warp_grid), state))
         if part is None:

@@ -28,7 +28,7 @@ import constriction
 import numpy as np
 import torch
 
-from weightstep.coding.framing import ByteReader, put_varint
+from weightstep.coding.framing import ByteReader, put_varint, unzigzag, zigzag
 from weightstep.errors import BitstreamError
 from weightstep.stepping.kindcode import Search
 
@@ -74,14 +74,6 @@ def dequantise_warp(q: np.ndarray, exponent: int) -> np.ndarray:
     return q.astype(np.float64) * _step(exponent)
 
 
-def _zigzag(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
-def _unzigzag(z: int) -> int:
-    return z // 2 if z % 2 == 0 else -(z + 1) // 2
-
-
 def _scale(code: int) -> float:
     return 2.0 ** (code / 8.0 - 8.0)
 
@@ -104,15 +96,15 @@ def encode_warp(q: np.ndarray, exponent: int, previous: np.ndarray | None = None
     elif not q.any():
         return bytes([0])
     out = bytearray([flags])
-    put_varint(out, _zigzag(int(exponent)))
+    put_varint(out, zigzag(int(exponent)))
     spread = float(np.mean(np.abs(q)))
     code = int(np.clip(round(8.0 * (math.log2(max(spread, 2.0**-8)) + 8.0)), 0, 255))
     out.append(code)
     lo, hi = int(q.min()), int(q.max())
     if not -MAX_ABS <= lo <= hi <= MAX_ABS:
         raise ValueError(f"warp differences span [{lo}, {hi}], beyond +-{MAX_ABS}")
-    put_varint(out, _zigzag(lo))
-    put_varint(out, _zigzag(hi))
+    put_varint(out, zigzag(lo))
+    put_varint(out, zigzag(hi))
     if lo < hi:
         coder = constriction.stream.stack.AnsCoder()
         model = constriction.stream.model.QuantizedLaplace(lo, hi)
@@ -137,11 +129,11 @@ def decode_warp(data: bytes, grid: int, previous: np.ndarray | None = None) -> t
         if r.rest():
             raise BitstreamError("warp: data after an identity warp")
         return np.zeros(n, np.int32), 0
-    exponent = _unzigzag(r.varint("step exponent"))
+    exponent = unzigzag(r.varint("step exponent"))
     if not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
         raise BitstreamError(f"warp: step exponent {exponent} out of range")
     code = r.take(1, "scale")[0]
-    lo, hi = _unzigzag(r.varint("low bound")), _unzigzag(r.varint("high bound"))
+    lo, hi = unzigzag(r.varint("low bound")), unzigzag(r.varint("high bound"))
     if not -MAX_ABS <= lo <= hi <= MAX_ABS:
         raise BitstreamError(f"warp: invalid support [{lo}, {hi}]")
     payload = r.rest()
