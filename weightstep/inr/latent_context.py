@@ -131,52 +131,63 @@ class LatentContext(nn.Module):
     def forward(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """Total bits of ``latents`` (a list of (1,1,h,w), finest first), differentiable.
 
-        Training path: the contexts of every level are laid side by side as (C, N) columns (N
-        latents in all), so each MLP layer and the Laplace bits are a handful of ops over all
-        levels at once instead of a few dozen per level (the context model was two thirds of a
-        grid fit step on a CPU). Same function as evaluating :meth:`level_params` level by
-        level, up to float rounding.
+        Training path: every latent of every level is one column, and each pass's contexts are
+        gathered in one indexing op from the concatenated latents (a zero appended for positions
+        outside a grid), pass-A positions first: each MLP runs only on the positions of its own
+        pass, and the whole model is a dozen ops instead of a few per level (building each level's
+        neighbours by padding and slicing was half a grid fit step's context model on a CPU).
+        Same function as evaluating :meth:`level_params` level by level, up to float rounding.
         """
         shapes = tuple(tuple(int(n) for n in values.shape[-2:]) for values in latents)
         layout = _layout(shapes, latents[0].device)
-        # each level's cross once: rows 1-4 are its own neighbours, all five the finer level's coarse context
-        crosses = [_cross(values)[0].reshape(5, -1) for values in latents]
-        columns, flat = [], []
-        for level, values in enumerate(latents):
-            h, w = shapes[level]
-            if level + 1 < len(latents):
-                coarse = crosses[level + 1].index_select(1, layout.parent[level])
-            else:
-                coarse = values.new_zeros(5, h * w)
-            columns.append(torch.cat([crosses[level][1:], coarse], dim=0))
-            flat.append(values.reshape(-1))
-        features = torch.cat(columns, dim=1)  # (9, N): pass B reads all, pass A the coarse rows
-        out_a = _mlp_columns(self.pass_a, features[4:])
-        out_b = _mlp_columns(self.pass_b, features)
-        mu = torch.where(layout.anchors, out_a[0], out_b[0])
-        raw = torch.where(layout.anchors, out_a[1], out_b[1]) + self.level_log_scale.index_select(0, layout.level)
+        flat = torch.cat([values.reshape(-1) for values in latents] + [latents[0].new_zeros(1)])
+        out_a = _mlp_columns(self.pass_a, flat.index_select(0, layout.context_a).view(5, -1))
+        out_b = _mlp_columns(self.pass_b, flat.index_select(0, layout.context_b).view(9, -1))
+        mu = torch.cat([out_a[0], out_b[0]])
+        raw = torch.cat([out_a[1], out_b[1]]) + self.level_log_scale.index_select(0, layout.level)
         scale = torch.exp(raw.clamp(math.log(MIN_SCALE), math.log(MAX_SCALE)))
-        return laplace_bits(torch.cat(flat), mu, scale).sum()
+        return laplace_bits(flat.index_select(0, layout.order), mu, scale).sum()
 
 
 class _Layout:
-    """Where each latent of a list of levels sits once flattened and concatenated (finest first)."""
+    """Where each latent's context sits in the concatenated latents (finest first, then one zero).
+
+    ``order``: the flat index of every latent, pass-A positions (of every level) first, then pass
+    B; ``level``: each one's level in that order; ``context_a`` / ``context_b``: the flat indices
+    (row-major (5, N_A) / (9, N_B), flattened) of each pass's context columns in that order: the
+    up, down, left and right neighbours (pass B only), then the coarser level's value at
+    (i // 2, j // 2) and its up, down, left and right neighbours, the appended zero wherever a
+    position falls outside its grid or there is no coarser level."""
 
     def __init__(self, shapes: tuple[tuple[int, int], ...], device: torch.device):
-        anchors, level_of, parents = [], [], []
+        offsets = np.cumsum([0] + [h * w for h, w in shapes])
+        zero = int(offsets[-1])  # the appended zero
+        per_pass: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
         for level, (h, w) in enumerate(shapes):
-            anchors.append(checkerboard(h, w, device).reshape(-1))
-            level_of.append(torch.full((h * w,), level, dtype=torch.long, device=device))
-            if level + 1 < len(shapes):  # the coarser level's flat index of (i // 2, j // 2)
-                cw = shapes[level + 1][1]
-                rows = torch.arange(h, device=device).view(-1, 1) // 2
-                cols = torch.arange(w, device=device).view(1, -1) // 2
-                parents.append((rows * cw + cols).reshape(-1))
-            else:
-                parents.append(torch.zeros(0, dtype=torch.long, device=device))
-        self.anchors = torch.cat(anchors)
-        self.level = torch.cat(level_of)
-        self.parent = parents
+            rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+
+            def cross(r: np.ndarray, c: np.ndarray, lvl: int) -> list[np.ndarray]:
+                hh, ww = shapes[lvl]
+                out = []
+                for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+                    rr, cc = r + dr, c + dc
+                    inside = (rr >= 0) & (rr < hh) & (cc >= 0) & (cc < ww)
+                    out.append(np.where(inside, offsets[lvl] + rr * ww + cc, zero))
+                return out
+
+            own = cross(rows, cols, level)
+            coarse = cross(rows // 2, cols // 2, level + 1) if level + 1 < len(shapes) else [np.full((h, w), zero)] * 5
+            context = np.stack(own[1:] + coarse).reshape(9, -1)
+            anchors = ((rows + cols) % 2 == 0).reshape(-1)
+            for which in (True, False):
+                pick = anchors == which
+                per_pass[which].append((own[0].reshape(-1)[pick], np.full(int(pick.sum()), level), context[:, pick]))
+        parts = per_pass[True] + per_pass[False]
+        as_long = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
+        self.order = as_long(np.concatenate([p[0] for p in parts]))
+        self.level = as_long(np.concatenate([p[1] for p in parts]))
+        self.context_a = as_long(np.concatenate([p[2][4:] for p in per_pass[True]], axis=1).reshape(-1))
+        self.context_b = as_long(np.concatenate([p[2] for p in per_pass[False]], axis=1).reshape(-1))
 
 
 @functools.lru_cache(maxsize=16)
