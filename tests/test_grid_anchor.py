@@ -105,12 +105,13 @@ def test_training_bits_agree_with_the_coded_model_on_integers():
     assert torch_bits == pytest.approx(numpy_bits, rel=1e-4)
 
 
-def test_batched_training_bits_are_the_coding_orders_per_level_model():
-    """The training path lays every level side by side; the coder evaluates level by level, pass by
-    pass (:func:`coding_plan`). On odd sizes (ragged coarser levels) both give the same bits and
-    gradients, so what the fit minimises is what the file will cost."""
-    spec = NetworkSpec(kind="grid", grid_levels=5, grid_hidden=4, grid_context_hidden=6, seed=2)
-    net = build_network(spec, 37, 50)
+@pytest.mark.parametrize(("levels", "height", "width"), [(5, 37, 50), (1, 6, 5), (3, 1, 9)])
+def test_batched_training_bits_are_the_coding_orders_per_level_model(levels, height, width):
+    """The training path gathers every level's contexts at once; the coder evaluates level by level,
+    pass by pass (:func:`coding_plan`). On odd sizes (ragged coarser levels, a single level, a single
+    row) both give the same bits and gradients, so what the fit minimises is what the file will cost."""
+    spec = NetworkSpec(kind="grid", grid_levels=levels, grid_hidden=4, grid_context_hidden=6, seed=2)
+    net = build_network(spec, height, width)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in net.context.parameters():

@@ -21,7 +21,7 @@ hundred bytes, sent with the anchor like the synthesis weights.
 Two paths, kept apart as in CompressAI:
 
 - training, :meth:`LatentContext.forward`: the bits of (noisy or rounded) latents, as a
-  differentiable tensor, from both passes evaluated on every position at once;
+  differentiable tensor, each pass's MLP on its own positions of every level at once;
 - coding, :func:`coding_plan`: the exact chunks (symbols, rounded parameters) in decoding
   order, computed level by level from *decoded* integers only. The encoder and the decoder
   call the same function (the decoder fills each level as it goes), and the parameters are
@@ -165,18 +165,9 @@ class _Layout:
         per_pass: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
         for level, (h, w) in enumerate(shapes):
             rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-
-            def cross(r: np.ndarray, c: np.ndarray, lvl: int) -> list[np.ndarray]:
-                hh, ww = shapes[lvl]
-                out = []
-                for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
-                    rr, cc = r + dr, c + dc
-                    inside = (rr >= 0) & (rr < hh) & (cc >= 0) & (cc < ww)
-                    out.append(np.where(inside, offsets[lvl] + rr * ww + cc, zero))
-                return out
-
-            own = cross(rows, cols, level)
-            coarse = cross(rows // 2, cols // 2, level + 1) if level + 1 < len(shapes) else [np.full((h, w), zero)] * 5
+            own = _cross_indices(rows, cols, shapes[level], int(offsets[level]), zero)
+            coarse = (_cross_indices(rows // 2, cols // 2, shapes[level + 1], int(offsets[level + 1]), zero)
+                      if level + 1 < len(shapes) else [np.full((h, w), zero)] * 5)
             context = np.stack(own[1:] + coarse).reshape(9, -1)
             anchors = ((rows + cols) % 2 == 0).reshape(-1)
             for which in (True, False):
@@ -188,6 +179,18 @@ class _Layout:
         self.level = as_long(np.concatenate([p[1] for p in parts]))
         self.context_a = as_long(np.concatenate([p[2][4:] for p in per_pass[True]], axis=1).reshape(-1))
         self.context_b = as_long(np.concatenate([p[2] for p in per_pass[False]], axis=1).reshape(-1))
+
+
+def _cross_indices(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], offset: int, zero: int) -> list[np.ndarray]:
+    """Flat indices of positions (rows, cols) of a grid of ``shape`` starting at ``offset`` and of their up,
+    down, left and right neighbours (the order of :func:`_cross`), ``zero`` where one falls outside."""
+    height, width = shape
+    out = []
+    for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+        r, c = rows + dr, cols + dc
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        out.append(np.where(inside, offset + r * width + c, zero))
+    return out
 
 
 @functools.lru_cache(maxsize=16)
