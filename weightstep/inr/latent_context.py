@@ -164,21 +164,23 @@ class _Layout:
         zero = int(offsets[-1])  # the appended zero
         per_pass: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
         for level, (h, w) in enumerate(shapes):
-            rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+            rows, cols = np.meshgrid(np.arange(h, dtype=np.int32), np.arange(w, dtype=np.int32), indexing="ij")
             own = _cross_indices(rows, cols, shapes[level], int(offsets[level]), zero)
             coarse = (_cross_indices(rows // 2, cols // 2, shapes[level + 1], int(offsets[level + 1]), zero)
-                      if level + 1 < len(shapes) else [np.full((h, w), zero)] * 5)
+                      if level + 1 < len(shapes) else [np.full((h, w), zero, dtype=np.int32)] * 5)
             context = np.stack(own[1:] + coarse).reshape(9, -1)
             anchors = ((rows + cols) % 2 == 0).reshape(-1)
             for which in (True, False):
                 pick = anchors == which
-                per_pass[which].append((own[0].reshape(-1)[pick], np.full(int(pick.sum()), level), context[:, pick]))
+                per_pass[which].append((own[0].reshape(-1)[pick], np.full(int(pick.sum()), level, dtype=np.int32),
+                                        context[:, pick]))
         parts = per_pass[True] + per_pass[False]
-        as_long = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
-        self.order = as_long(np.concatenate([p[0] for p in parts]))
-        self.level = as_long(np.concatenate([p[1] for p in parts]))
-        self.context_a = as_long(np.concatenate([p[2][4:] for p in per_pass[True]], axis=1).reshape(-1))
-        self.context_b = as_long(np.concatenate([p[2] for p in per_pass[False]], axis=1).reshape(-1))
+        # int32 indices (index_select takes them, forward and backward): half the memory of int64 at large frames
+        as_index = functools.partial(torch.as_tensor, dtype=torch.int32, device=device)
+        self.order = as_index(np.concatenate([p[0] for p in parts]))
+        self.level = as_index(np.concatenate([p[1] for p in parts]))
+        self.context_a = as_index(np.concatenate([p[2][4:] for p in per_pass[True]], axis=1).reshape(-1))
+        self.context_b = as_index(np.concatenate([p[2] for p in per_pass[False]], axis=1).reshape(-1))
 
 
 def _cross_indices(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], offset: int, zero: int) -> list[np.ndarray]:
@@ -189,7 +191,7 @@ def _cross_indices(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], o
     for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
         r, c = rows + dr, cols + dc
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-        out.append(np.where(inside, offset + r * width + c, zero))
+        out.append(np.where(inside, offset + r * width + c, zero).astype(np.int32))
     return out
 
 
