@@ -81,8 +81,8 @@ def _scale(code: int) -> float:
 def predict_warp(previous: np.ndarray, exponent: int) -> np.ndarray:
     """The integers a predicted warp at step exponent ``exponent`` adds its coded differences to:
     the previous decoded warp's values on this step (float64 division and rounding: the same on
-    every machine)."""
-    return np.clip(np.rint(np.asarray(previous, np.float64) / _step(exponent)), -MAX_ABS, MAX_ABS).astype(np.int32)
+    every machine): the previous warp quantised at that step."""
+    return quantise_warp(np.asarray(previous, np.float64), exponent)
 
 
 def encode_warp(q: np.ndarray, exponent: int, previous: np.ndarray | None = None) -> bytes:
