@@ -7,9 +7,10 @@
 On the first frames of a clip, for each step kind (l0, dct, dense, warp, lowrank, film and the warp+X
 combinations) and schedule (two-stage,
 single-stage), codes the clip at each rate point (lambda: every fit, gate penalty and quantisation
-step search minimises MSE + lambda * bpp), then x264 and x265 at five crf values on the same frames, and prints
-bpp, RGB PSNR, MS-SSIM, encode seconds per frame, decode frames per second and the BD-rate
-(PCHIP, RGB PSNR) of every weight-step variant against x264. Each finished encode is appended
+step search minimises MSE + lambda * bpp), then x264 and x265 at five crf values on the same frames (at their
+defaults, B-frames on, and with P-frames only: ``x264-p``, ``x265-p``, the low-delay structure of weight
+stepping), and prints bpp, RGB PSNR, MS-SSIM, encode seconds per frame, decode frames per second and the
+BD-rate (PCHIP, RGB PSNR) of every weight-step variant against each of the four. Each finished encode is appended
 to --out as one JSON line, and an existing file is resumed, so a long run can be stopped and
 continued. Figures, not tests; BD-rate is reported only where the curves overlap.
 """
@@ -35,6 +36,11 @@ from weightstep.video import ReadOptions, open_video
 # lambda of D + lambda * bpp: one rate point each
 RATE_POINTS = [3e-4, 1e-3, 3e-3, 1e-2]
 CRFS = [18, 23, 28, 33, 38]
+# the conventional references (label: codec, settings beside crf): x264 and x265 at their defaults (B-frames on),
+# and the same with P-frames only (bframes=0), the low-delay structure weight stepping has (each frame predicted
+# from the one before); the issue's reference is the P-frame one, the default is reported beside it
+REFERENCES = {"x264": ("x264", {}), "x265": ("x265", {}), "x264-p": ("x264", {"bframes": 0}),
+              "x265-p": ("x265", {"bframes": 0})}
 # every step kind x schedule the codec takes (single-stage fits the proposal's l0 / dct / dense only)
 VARIANTS = [f"{kind}/two-stage" for kind in ("l0", "dct", "dense", "warp", "warp+l0", "warp+dct", "lowrank", "film",
                                              "warp+lowrank", "warp+film")] + \
@@ -42,9 +48,9 @@ VARIANTS = [f"{kind}/two-stage" for kind in ("l0", "dct", "dense", "warp", "warp
 
 
 def jobs(model: dict[str, str], variants: list[str], points: list[float], suffix: str = "") -> list[tuple[str, dict]]:
-    """x264 and x265 first (fast), then one rate point of every variant at a time, so a run
-    stopped early still compares every variant."""
-    out = [(codec, {"crf": crf}) for codec in ("x264", "x265") for crf in CRFS]
+    """The conventional references first (fast), then one rate point of every variant at a time, so a
+    run stopped early still compares every variant."""
+    out = [(label, {"crf": crf, **extra}) for label, (_, extra) in REFERENCES.items() for crf in CRFS]
     order = sorted(range(len(points)), key=lambda i: abs(i - (len(points) - 1) / 2))  # middle points first
     for point in order:
         for variant in variants:
@@ -84,7 +90,7 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
         key = (label, json.dumps(params, sort_keys=True))
         if key in done or (only and not any(label.startswith(o) for o in only)):
             continue
-        codec = registry.create(label if label in ("x264", "x265") else "weightstep", params)
+        codec = registry.create(REFERENCES[label][0] if label in REFERENCES else "weightstep", params)
         result = harness.run(codec, source)
         steps = result.extra.get("steps", [])
         row = {"label": label, "params": params, "bpp": result.bpp, "psnr_rgb": result.psnr_rgb,
@@ -121,10 +127,10 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
                       *(f"{row['per_frame_psnr'][i]:.2f}" if len(row.get("per_frame_psnr", [])) > 1 else "-"
                         for i in (1, -1)))
     console.print(table)
-    for reference in ("x264", "x265"):
+    for reference in REFERENCES:
         anchor = curves.get(reference, [])
         for label, curve in sorted(curves.items()):
-            if label in ("x264", "x265") or not anchor or len(curve) < 2:
+            if label in REFERENCES or not anchor or len(curve) < 2:
                 continue
             try:
                 value = bd_rate([r["bpp"] for r in anchor], [r["psnr_rgb"] for r in anchor],
@@ -134,7 +140,7 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
                 console.print(f"BD-rate of {label} against {reference}: not defined ({exc})")
     for label, curve in sorted(curves.items()):  # the freeze check: last frame against frame 1
         drops = [r["per_frame_psnr"][1] - r["per_frame_psnr"][-1] for r in curve if len(r.get("per_frame_psnr", [])) > 2]
-        if drops and label not in ("x264", "x265"):
+        if drops and label not in REFERENCES:
             verdict = "holds" if max(drops) <= 1.5 else "decays"
             console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {max(drops):+.2f} dB ({verdict})")
 
