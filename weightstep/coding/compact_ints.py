@@ -29,12 +29,12 @@ from weightstep.coding.entropy import (
     MAX_SCALE,
     MAX_SUPPORT,
     MIN_SCALE,
-    _check_count,
-    _fit,
-    _model,
-    _payload_words,
-    _run_decoder,
-    _words_to_bytes,
+    check_count,
+    fit_model,
+    int_model,
+    payload_words,
+    run_decoder,
+    words_to_bytes,
 )
 from weightstep.coding.framing import ByteReader, put_varint, unzigzag, zigzag
 from weightstep.errors import BitstreamError
@@ -66,7 +66,7 @@ def encode_compact_ints(values: np.ndarray) -> bytes:
     lo, hi = int(v.min()), int(v.max())
     if lo < -(2**31) or hi > 2**31 - 1 or hi - lo + 1 > MAX_SUPPORT:
         raise ValueError(f"support [{lo}, {hi}] out of range; use a coarser step")
-    family, loc, scale = (LAPLACE, 0.0, 1.0) if lo == hi else _fit(v, lo, hi)
+    family, loc, scale = (LAPLACE, 0.0, 1.0) if lo == hi else fit_model(v, lo, hi)
     out = bytearray([family])
     put_varint(out, zigzag(lo))
     put_varint(out, hi - lo)
@@ -79,14 +79,14 @@ def encode_compact_ints(values: np.ndarray) -> bytes:
     put_varint(out, zigzag(loc_code))
     put_varint(out, zigzag(scale_code))
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(v.astype(np.int32), _model(family, lo, hi, _loc(loc_code), _scale(scale_code)))
-    return bytes(out) + _words_to_bytes(coder.get_compressed())
+    coder.encode_reverse(v.astype(np.int32), int_model(family, lo, hi, _loc(loc_code), _scale(scale_code)))
+    return bytes(out) + words_to_bytes(coder.get_compressed())
 
 
 def decode_compact_ints(data: bytes, count: int) -> np.ndarray:
     """Decode ``count`` (>= 1) int32 values from a :func:`encode_compact_ints` blob; anything
     malformed raises BitstreamError."""
-    count = _check_count(count)
+    count = check_count(count)
     if count == 0:
         raise BitstreamError("compact integer blob: 0 values expected")
     r = ByteReader(bytes(data), "compact integer blob")
@@ -105,11 +105,11 @@ def decode_compact_ints(data: bytes, count: int) -> np.ndarray:
     if abs(loc_code) > MAX_LOC_CODE or not SCALE_CODES[0] <= scale_code <= SCALE_CODES[1]:
         raise BitstreamError(f"compact integer blob: invalid model codes {loc_code}, {scale_code}")
     payload = r.rest()
-    words = _payload_words(payload, 0, "compact integer blob")
+    words = payload_words(payload, 0, "compact integer blob")
     if words.size == 0:
         raise BitstreamError("compact integer blob: no payload after a non-constant header")
     hi = lo + span
-    out = _run_decoder(words, _model(family, lo, hi, _loc(loc_code), _scale(scale_code)), count,
+    out = run_decoder(words, int_model(family, lo, hi, _loc(loc_code), _scale(scale_code)), count,
                        "compact integer blob")
     if int(out.min()) != lo or int(out.max()) != hi:
         raise BitstreamError("compact integer blob: corrupted payload (decoded values do not span the support)")

@@ -68,6 +68,12 @@ __all__ = [
     "coded_bits",
     "encode_bits",
     "decode_bits",
+    "fit_model",
+    "int_model",
+    "words_to_bytes",
+    "payload_words",
+    "run_decoder",
+    "check_count",
     "bernoulli_ideal_bits",
     "SegmentWriter",
     "SegmentReader",
@@ -176,7 +182,7 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
-def _fit(v: np.ndarray, lo: int, hi: int) -> tuple[int, float, float]:
+def fit_model(v: np.ndarray, lo: int, hi: int) -> tuple[int, float, float]:
     """Pick family, loc and scale (all already float32-exact) minimising the coded size."""
     syms, counts = _histogram(v, lo, hi)
     x = v.astype(np.float64)
@@ -210,7 +216,8 @@ def _fit(v: np.ndarray, lo: int, hi: int) -> tuple[int, float, float]:
     return best[1], best[2], best[3]
 
 
-def _model(family: int, lo: int, hi: int, loc: float, scale: float):
+def int_model(family: int, lo: int, hi: int, loc: float, scale: float):
+    """constriction's quantised Laplace or Gaussian (``family``) on the integers [lo, hi]."""
     m = constriction.stream.model
     if family == LAPLACE:
         return m.QuantizedLaplace(lo, hi, loc, scale)
@@ -222,7 +229,8 @@ def _bernoulli(p: float):
     return constriction.stream.model.Bernoulli(p, perfect=False)
 
 
-def _words_to_bytes(words: np.ndarray) -> bytes:
+def words_to_bytes(words: np.ndarray) -> bytes:
+    """ANS words as the stream stores them: little-endian uint32."""
     return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
 
 
@@ -250,10 +258,10 @@ def encode_ints(values: np.ndarray) -> bytes:
         raise ValueError(f"support [{lo}, {hi}] is wider than {MAX_SUPPORT} symbols; use a coarser step")
     if lo == hi:
         return _INT_HEADER.pack(LAPLACE, float(lo), 1.0, lo, hi)
-    family, loc, scale = _fit(v, lo, hi)
+    family, loc, scale = fit_model(v, lo, hi)
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(v.astype(np.int32), _model(family, lo, hi, loc, scale))
-    return _INT_HEADER.pack(family, loc, scale, lo, hi) + _words_to_bytes(coder.get_compressed())
+    coder.encode_reverse(v.astype(np.int32), int_model(family, lo, hi, loc, scale))
+    return _INT_HEADER.pack(family, loc, scale, lo, hi) + words_to_bytes(coder.get_compressed())
 
 
 def model_of(blob: bytes) -> tuple[int, float, float, int, int]:
@@ -264,7 +272,8 @@ def model_of(blob: bytes) -> tuple[int, float, float, int, int]:
     return int(family), float(loc), float(scale), int(lo), int(hi)
 
 
-def _check_count(count: int) -> int:
+def check_count(count: int) -> int:
+    """``count`` as an int in [0, MAX_COUNT]: what a decoder may allocate; TypeError or ValueError otherwise."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
         raise TypeError("count must be an int")
     count = int(count)
@@ -273,14 +282,16 @@ def _check_count(count: int) -> int:
     return count
 
 
-def _payload_words(data: bytes, offset: int, what: str) -> np.ndarray:
+def payload_words(data: bytes, offset: int, what: str) -> np.ndarray:
+    """The ANS words of ``data`` from ``offset`` to its end; BitstreamError (naming ``what``) if they
+    are not a whole number of words."""
     payload = memoryview(data)[offset:]
     if len(payload) % 4:
         raise BitstreamError(f"{what}: payload of {len(payload)} bytes is not a whole number of words")
     return np.frombuffer(payload, dtype="<u4").astype(np.uint32)
 
 
-def _run_decoder(words: np.ndarray, model, count: int, what: str) -> np.ndarray:
+def run_decoder(words: np.ndarray, model, count: int, what: str) -> np.ndarray:
     """Pop ``count`` symbols; the payload must be used up exactly. Any failure -> BitstreamError."""
     try:
         coder = constriction.stream.stack.AnsCoder(words)
@@ -298,7 +309,7 @@ def _run_decoder(words: np.ndarray, model, count: int, what: str) -> np.ndarray:
 
 def decode_ints(data: bytes, count: int) -> np.ndarray:
     """Decode ``count`` int32 symbols (a flat array) from a blob written by :func:`encode_ints`."""
-    count = _check_count(count)
+    count = check_count(count)
     data = bytes(data)
     if len(data) < INT_HEADER_BYTES:
         raise BitstreamError(f"integer blob truncated: {len(data)} bytes, header needs {INT_HEADER_BYTES}")
@@ -320,10 +331,10 @@ def decode_ints(data: bytes, count: int) -> np.ndarray:
     if not (math.isfinite(loc) and abs(loc) <= _MAX_ABS_LOC and math.isfinite(scale)
             and _f32(MIN_SCALE) <= scale <= MAX_SCALE):
         raise BitstreamError(f"integer blob: invalid model parameters loc={loc!r} scale={scale!r}")
-    words = _payload_words(data, INT_HEADER_BYTES, "integer blob")
+    words = payload_words(data, INT_HEADER_BYTES, "integer blob")
     if words.size == 0:  # the encoder coded hi > lo at least once, so its ANS state is not empty
         raise BitstreamError("integer blob: no payload after a non-constant header")
-    out = _run_decoder(words, _model(family, lo, hi, loc, scale), count, "integer blob")
+    out = run_decoder(words, int_model(family, lo, hi, loc, scale), count, "integer blob")
     if int(out.min()) != lo or int(out.max()) != hi:  # the encoder's support is the data's [min, max]
         raise BitstreamError("integer blob: corrupted payload (decoded values do not span the support)")
     return out
@@ -385,12 +396,12 @@ def encode_bits(mask: np.ndarray, p: float | None = None) -> bytes:
         prob = min(max(prob32, _MIN_P), 1.0 - _MIN_P)
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(m.astype(np.int32), _bernoulli(prob))
-    return header + _words_to_bytes(coder.get_compressed())
+    return header + words_to_bytes(coder.get_compressed())
 
 
 def decode_bits(data: bytes, count: int) -> np.ndarray:
     """Decode a flat boolean map of ``count`` entries written by :func:`encode_bits`."""
-    count = _check_count(count)
+    count = check_count(count)
     data = bytes(data)
     if len(data) < BITS_HEADER_BYTES:
         raise BitstreamError(f"bit-map blob truncated: {len(data)} bytes, header needs {BITS_HEADER_BYTES}")
@@ -416,8 +427,8 @@ def decode_bits(data: bytes, count: int) -> np.ndarray:
         ones = None
     else:
         raise BitstreamError(f"bit-map blob: unknown mode {mode}")
-    words = _payload_words(data, BITS_HEADER_BYTES, "bit-map blob")
-    out = _run_decoder(words, _bernoulli(prob), count, "bit-map blob")
+    words = payload_words(data, BITS_HEADER_BYTES, "bit-map blob")
+    out = run_decoder(words, _bernoulli(prob), count, "bit-map blob")
     bits = out.astype(bool)
     if ones is not None and int(bits.sum()) != ones:
         raise BitstreamError("bit-map blob: corrupted payload (wrong number of ones)")
@@ -462,7 +473,7 @@ class SegmentWriter:
         coder = constriction.stream.stack.AnsCoder()
         for symbols, model, params in reversed(self._segments):
             coder.encode_reverse(symbols, model, *params)
-        return _words_to_bytes(coder.get_compressed())
+        return words_to_bytes(coder.get_compressed())
 
 
 class SegmentReader:
@@ -471,7 +482,7 @@ class SegmentReader:
     def __init__(self, data: bytes, what: str = "entropy stream"):
         self.what = what
         self._crc = 0
-        words = _payload_words(bytes(data), 0, what)
+        words = payload_words(bytes(data), 0, what)
         try:
             self._coder = constriction.stream.stack.AnsCoder(words)
         except (KeyboardInterrupt, SystemExit):
@@ -481,7 +492,7 @@ class SegmentReader:
 
     def take(self, count: int, model, *params: np.ndarray) -> np.ndarray:
         """The next ``count`` symbols (``params``, if given, must hold ``count`` entries each)."""
-        count = _check_count(count)
+        count = check_count(count)
         if count == 0:
             return np.zeros(0, dtype=np.int32)
         try:
