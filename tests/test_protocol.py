@@ -128,7 +128,10 @@ def test_core_has_the_ten_techniques_of_table_1_plus_nerv():
     assert all(p["update"] in ("l0", "dct", "dense") for p in stepped)  # Table 1: the proposal's updates
     new_kinds = [t for t in protocol.techniques if t.group == "new weight-step kinds"]
     assert {t.params["update"] for t in new_kinds} == {"warp+lowrank", "lowrank"}
-    assert len(protocol.techniques) == 13 + len(new_kinds)
+    low_delay = [t for t in protocol.techniques if t.params.get("bframes") == 0]
+    assert sorted(t.codec for t in low_delay) == ["x264", "x265"]  # the conventional codecs with P-frames only
+    assert protocol.also_against == ("H.264 low-delay P",)
+    assert len(protocol.techniques) == 13 + len(new_kinds) + len(low_delay)
     for technique in protocol.techniques:  # 4+ rate points each; INR techniques along lambda only
         assert len(technique.rate_points) >= 4, technique.label
         if technique.codec in ("weightstep", "full-mlp", "full-cnn", "nerv"):
