@@ -3,6 +3,7 @@
     python benchmarks/weightstep_rd.py --frames 30 --out /tmp/ws_rd.jsonl
     python benchmarks/weightstep_rd.py --video sample:bikes --downscale 2 --variants warp+l0/two-stage
     python benchmarks/weightstep_rd.py --frames 10 --variants warp+lowrank/two-stage --param step_lambda_scale=0.3
+    python benchmarks/weightstep_rd.py --out rows.jsonl --merge other.jsonl --report-only --plots figures/clip
 
 On the first frames of a clip, for each step kind (l0, dct, dense, warp, lowrank, film and the warp+X
 combinations) and schedule (two-stage,
@@ -12,12 +13,15 @@ defaults, B-frames on, and with P-frames only: ``x264-p``, ``x265-p``, the low-d
 stepping), and prints bpp, RGB PSNR, MS-SSIM, encode seconds per frame, decode frames per second and the
 BD-rate (PCHIP, RGB PSNR) of every weight-step variant against each of the four. Each finished encode is appended
 to --out as one JSON line, and an existing file is resumed, so a long run can be stopped and
-continued. Figures, not tests; BD-rate is reported only where the curves overlap.
+continued. ``--plots PREFIX`` draws the curves (PREFIX-rd.png) and each frame's quality and bits near x264-p
+at crf 28 (PREFIX-frames.png); ``--merge FILE`` reports another run's rows beside these. Figures, not tests;
+BD-rate is reported only where the curves overlap.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +34,7 @@ from rich.table import Table
 from weightstep import registry
 from weightstep.codecs import harness
 from weightstep.errors import MetricError, WeightstepError
+from weightstep.experiments.plots import rd_figure, style, timeline_figure
 from weightstep.metrics import bd_rate
 from weightstep.video import ReadOptions, open_video
 
@@ -67,6 +72,10 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
          points: Annotated[list[float] | None, typer.Option(help="lambda values, repeatable")] = None,
          only: Annotated[list[str] | None, typer.Option()] = None, report_only: bool = False,
          markdown: bool = False,
+         merge: Annotated[list[Path] | None, typer.Option(help="rows of another --out file to report beside these "
+                                                          "(repeatable; never written to)")] = None,
+         plots: Annotated[Path | None, typer.Option(help="write PREFIX-rd.png (RD curves) and PREFIX-frames.png "
+                                                   "(quality and bits per frame near x264-p crf 28)")] = None,
          param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE codec setting for every weight-step "
                                                           "variant (repeatable; named in the label)")] = None) -> None:
     source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
@@ -81,11 +90,15 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     suffix = "".join(f" {k}={v}" for k, v in extra.items())
-    done = {}
-    if out.exists():
-        for line in out.read_text().splitlines():
-            row = json.loads(line)
-            done[(row["label"], json.dumps(row["params"], sort_keys=True))] = row
+    done, merged = {}, {}
+    for path, into in ((out, done), *((path, merged) for path in merge or [])):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                into[(row["label"], json.dumps(row["params"], sort_keys=True))] = row
+        elif path != out:
+            print(f"error: --merge {path}: no such file", file=sys.stderr)
+            raise SystemExit(2)
     for label, params in ([] if report_only else jobs(model, variants or VARIANTS, points or RATE_POINTS, suffix)):
         key = (label, json.dumps(params, sort_keys=True))
         if key in done or (only and not any(label.startswith(o) for o in only)):
@@ -102,7 +115,49 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
         with out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[key] = row
-    report(list(done.values()), frames, video, markdown)
+    rows = list({**merged, **done}.values())
+    report(rows, frames, video, markdown)
+    if plots is not None:
+        for path in write_plots(rows, frames, video, plots):
+            print(f"wrote {path}")
+
+
+def _styles(labels: list[str]) -> dict[str, dict]:
+    """The references first, then the weight-step variants, each with the protocol reports' colours."""
+    ordered = [label for label in REFERENCES if label in labels] + sorted(set(labels) - set(REFERENCES))
+    return {label: style(index) for index, label in enumerate(ordered)}
+
+
+def write_plots(rows: list[dict], frames: int, video: str, prefix: Path) -> list[Path]:
+    """PREFIX-rd.png: PSNR and MS-SSIM against bpp of every curve; PREFIX-frames.png: quality and bits per
+    frame of each curve's point nearest (in bpp) to x264-p at crf 28 (x264 where there is no x264-p),
+    beside that reference and x264 at crf 28."""
+    curves: dict[str, list[dict]] = {}
+    for row in rows:
+        curves.setdefault(row["label"], []).append(row)
+    styles = _styles(list(curves))
+    title = f"{video}, {frames} frames"
+    panels = [(metric, {label: [(r["bpp"], r[metric]) for r in curves[label]] for label in styles})
+              for metric in ("psnr_rgb", "ms_ssim")]
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    written = [prefix.with_name(prefix.name + "-rd.png")]
+    written[0].write_bytes(rd_figure(title, panels, styles, columns=2))
+    reference = next((r for name in ("x264-p", "x264") for r in curves.get(name, []) if r["params"].get("crf") == 28),
+                     None)
+    if reference is not None:
+        series, frame_styles = {}, {}
+        for label, curve in sorted(curves.items()):
+            if label in REFERENCES and label not in ("x264", "x264-p"):
+                continue
+            row = min(curve, key=lambda r: abs(math.log(r["bpp"] / reference["bpp"])))
+            point = f"crf {row['params']['crf']}" if "crf" in row["params"] else f"λ {row['params']['lambda']:g}"
+            short = label.removeprefix("ws-").replace("-two-stage", "").replace("-single-stage", " single-stage")
+            name = f"{short}, {point}: {row['bpp']:.3f} bpp"
+            series[name] = (row["per_frame_psnr"], row["per_frame_bits"])
+            frame_styles[name] = styles[label]
+        written.append(prefix.with_name(prefix.name + "-frames.png"))
+        written[1].write_bytes(timeline_figure(title, [(video, series)], frame_styles))
+    return written
 
 
 def report(rows: list[dict], frames: int, video: str, markdown: bool = False) -> None:
