@@ -293,3 +293,79 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
     assert key(**warp) != key(**warp, warp_grid=12)
     assert key(**warp) == key(**warp, width=17, gate_lr=0.2)
     assert prepare("weightstep", l0).config["warp_grid"] == 8  # the stored config stays complete
+
+
+def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monkeypatch, tmp_path):
+    """--redo: a technique's finished jobs run again (a key holds settings, not code); the rest are kept."""
+    from weightstep.errors import ConfigError
+    from weightstep.experiments import runner as runner_module
+
+    protocol = make_protocol(X264 + X265)
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, False))
+    run_protocol(protocol, run_dir, report=False)
+    with Store.open(run_dir) as store:
+        before = {r["key"]: (r["technique"], r["run_id"]) for r in store.rows()}
+    with pytest.raises(ConfigError, match="no such technique.*'H.264', 'H.265'"):
+        run_protocol(protocol, run_dir, resume=True, redo=("H.266",), report=False)
+    with pytest.raises(ConfigError, match="add --resume"):
+        run_protocol(protocol, tmp_path / "other", redo=("H.265",), report=False)
+
+    # measured at the current commit from a clean tree: nothing to redo
+    summary = run_protocol(protocol, run_dir, resume=True, redo=("H.265",), report=False)
+    assert (summary.reused, summary.done) == (8, 0)
+
+    # a later commit: the H.265 jobs run again, one of them is interrupted
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("b" * 40, False))
+    real = executors.execute_job
+    calls = []
+
+    def interrupted_on_the_third(job, threads=None):
+        calls.append(job["technique"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(job, threads)
+
+    monkeypatch.setattr(executors, "execute_job", interrupted_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(protocol, run_dir, resume=True, redo=("H.265",), report=False)
+    assert calls == ["H.265"] * 3
+    calls.clear()
+    summary = run_protocol(protocol, run_dir, resume=True, redo=("H.265",), report=False)
+    assert calls == ["H.265"] * 2 and (summary.reused, summary.done) == (6, 2)  # the two redone ones are kept
+    with Store.open(run_dir) as store:
+        after = {r["key"]: (r["technique"], r["run_id"]) for r in store.rows()}
+        commits = {r["id"]: r["git_commit"] for r in store.runs()}
+    assert after.keys() == before.keys()
+    for technique, run_id in after.values():
+        assert (commits[run_id] == "b" * 40) == (technique == "H.265"), (technique, run_id)
+
+    from weightstep.experiments import build_report
+
+    summary = (build_report(run_dir, tmp_path / "report").out_dir / "summary.md").read_text()
+    assert "| H.264 | aaaaaaaaaaaa (4) |" in summary and "| H.265 | bbbbbbbbbbbb (4) |" in summary
+
+
+def test_cli_redo_needs_resume_and_names_a_technique(tmp_path):
+    proto = tmp_path / "p.toml"
+    proto.write_text(make_protocol(X264).text)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    fresh = runner.invoke(app, ["run", str(proto), "--out", str(out), "--redo", "H.264"])
+    assert fresh.exit_code == 2 and "add --resume" in fresh.stderr and "Traceback" not in fresh.stderr
+    assert not out.exists()
+    wrong = runner.invoke(app, ["run", str(proto), "--out", str(out), "--dry-run", "--redo", "H.266"])
+    assert wrong.exit_code == 2 and "'H.266'" in wrong.stderr and "'H.264'" in wrong.stderr
+
+
+def test_dry_run_counts_the_jobs_a_redo_runs_again(monkeypatch, tmp_path):
+    from weightstep.experiments import runner as runner_module
+    from weightstep.experiments.runner import dry_run_lines
+
+    protocol = make_protocol(X264 + X265)
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, False))
+    run_protocol(protocol, tmp_path / "run", report=False)
+    assert "0 to run, 8 already done" in dry_run_lines(protocol, tmp_path / "run", redo=("H.264",))[0]
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, True))  # uncommitted changes
+    assert "4 to run, 4 already done" in dry_run_lines(protocol, tmp_path / "run", redo=("H.264",))[0]
+    assert "0 to run, 8 already done" in dry_run_lines(protocol, tmp_path / "run")[0]

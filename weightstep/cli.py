@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -228,14 +229,16 @@ def run_protocol_command(
         profile: Annotated[str | None, typer.Option("--profile", help="apply the protocol's profiles.NAME read options, e.g. cpu")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit; run nothing")] = False,
         no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False,
-        timings: Annotated[list[Path] | None, typer.Option("--timings", help="with --dry-run: earlier run directories whose measured job times calibrate the estimate (repeatable)")] = None) -> None:
+        timings: Annotated[list[Path] | None, typer.Option("--timings", help="with --dry-run: earlier run directories whose measured job times calibrate the estimate (repeatable)")] = None,
+        redo: Annotated[list[str] | None, typer.Option("--redo", help="with --resume: run this technique's finished jobs again, e.g. after a code change that keeps its settings (a job's key covers settings and stream format, not code); jobs measured at the current commit from a clean tree are kept, so an interrupted redo continues with the same command; repeatable")] = None) -> None:
     """Run every job of PROTOCOL (resumable), record results in OUT/results.sqlite, write OUT/report/."""
     from weightstep.experiments import load_protocol, run_protocol
     from weightstep.experiments.runner import dry_run_lines
 
     spec = load_protocol(protocol, profile=profile, data_root=data_root)
     if dry_run:
-        lines = dry_run_lines(spec, out_dir or Path("runs") / spec.name, jobs=jobs, timings=tuple(timings or ()))
+        lines = dry_run_lines(spec, out_dir or Path("runs") / spec.name, jobs=jobs, timings=tuple(timings or ()),
+                              redo=tuple(redo or ()))
         for line in lines:
             out.print(line, markup=False, highlight=False, soft_wrap=True)
         return
@@ -246,12 +249,14 @@ def run_protocol_command(
     try:
         with _sigterm_as_interrupt():  # a batch scheduler's stop (or `kill PID`) ends the run as Ctrl-C does
             summary = run_protocol(spec, run_dir, resume=resume, jobs=jobs, executor=executor, echo=echo,
-                                   report=not no_report, command=" ".join(sys.argv), address=address)
+                                   report=not no_report, command=" ".join(sys.argv), address=address,
+                                   redo=tuple(redo or ()))
     except KeyboardInterrupt:
         again = [f"weightstep run {protocol} --out {run_dir} --resume"]
         again += [f"--{name} {value}" for name, value in (("profile", profile), ("data-root", data_root),
                                                           ("executor", executor if executor != "local" else None),
                                                           ("address", address)) if value]
+        again += [f"--redo {shlex.quote(name)}" for name in redo or ()]
         err.print(f"weightstep: interrupted; every finished job is saved in {run_dir / 'results.sqlite'}. "
                   f"Continue with: {' '.join(again)}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None

@@ -147,6 +147,7 @@ class _Builder:
                   [[r["id"], _when(r["started"]), _when(r.get("finished")), r["status"],
                     (r.get("git_commit") or "")[:12], r.get("executor"),
                     ", ".join(f"{k} {v}" for k, v in (r.get("counts") or {}).items())] for r in data.runs])
+        self.measured_at()
         doc.heading(2, "How this was measured")
         doc.bullets([
             "Every rate is the size of a bitstream that was written to disk, read back and decoded; "
@@ -166,6 +167,24 @@ class _Builder:
             "Encode and decode times are wall-clock seconds measured by the harness around the codec's "
             "encode and decode calls, with the parallelism stated above.",
         ])
+
+    def measured_at(self) -> None:
+        """Which runs (commits) measured each technique's results, when they are more than one."""
+        commits = {r["id"]: (r.get("git_commit") or "unknown")[:12] + ("+" if r.get("git_dirty") else "")
+                   for r in self.data.runs}
+        by_technique: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for row in self.data.done():
+            by_technique[row["technique"]][commits.get(row.get("run_id"), "unknown")] += 1
+        if len({c for counts in by_technique.values() for c in counts}) < 2:
+            return
+        self.doc.para("The results shown were measured at more than one commit ('+': with uncommitted changes). "
+                      "A resumed run keeps a finished job whose key is unchanged, and a key covers the codec's "
+                      "settings and stream format, not its code; `weightstep run --resume --redo TECHNIQUE` "
+                      "measures a technique again at the current code. Results per commit:")
+        self.doc.table(["technique", "results per commit"],
+                       [[label, ", ".join(f"{c} ({by_technique[label][c]})" for c in dict.fromkeys(commits.values())
+                                          if c in by_technique[label])]
+                        for label in self.data.techniques if label in by_technique])
 
     def inputs(self) -> None:
         videos = self.data.meta.get("videos", [])

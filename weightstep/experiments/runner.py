@@ -196,17 +196,40 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
     return lines
 
 
+def redo_keys(plan: Plan, redo: tuple[str, ...] | list[str], measured: dict[str, tuple[str | None, bool | None]],
+              commit: str, dirty: bool | None) -> set[str]:
+    """Keys of the finished jobs of the techniques labelled in ``redo`` to measure again.
+
+    A job's key covers its codec's settings and stream format, not the code: after a change that
+    alters a codec's output under the same settings, resuming would keep its finished jobs.
+    ``measured`` maps a finished job's key to the (commit, dirty) that measured it; a job
+    measured at ``commit`` from a clean tree, as now, is kept, so an interrupted redo continues
+    with the same command. Raises ConfigError for a label the protocol does not have.
+    """
+    labels = [t.label for t in plan.protocol.techniques]
+    unknown = [name for name in redo if name not in labels]
+    if unknown:
+        raise ConfigError(f"--redo {unknown[0]!r}: the protocol has no such technique; its techniques: "
+                          + ", ".join(repr(label) for label in labels))
+    wanted = set(redo)
+    current = commit != "unknown" and dirty is False
+    return {job.key for job in plan.jobs if job.technique in wanted and job.key in measured
+            and not (current and measured[job.key] == (commit, False))}
+
+
 def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, *, jobs: int | None = None,
-                  timings: tuple[str | os.PathLike, ...] = ()) -> list[str]:
+                  timings: tuple[str | os.PathLike, ...] = (), redo: tuple[str, ...] = ()) -> list[str]:
     """The plan (``plan_lines``) and its time estimate, without running anything.
 
     ``out_dir``: a run directory to be resumed, if it exists (its finished jobs cost nothing and
     its timings calibrate the estimate); ``timings``: more run directories whose finished jobs
-    calibrate it.
+    calibrate it; ``redo``: technique labels whose finished jobs count as not done.
     """
     from weightstep.experiments.estimate import estimate
 
     plan = expand(protocol)
+    redo_keys(plan, redo, {}, "unknown", None)  # an unknown label is an error even with nothing to redo
+    again: set[str] = set()
     done_keys: set[str] = set()
     rows: list[dict[str, Any]] = []
     for index, directory in enumerate([out_dir, *timings] if out_dir is not None else list(timings)):
@@ -214,9 +237,11 @@ def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, 
             continue  # a fresh run directory: nothing done yet
         with Store.open(directory) as store:
             found = store.rows()
+            if out_dir is not None and index == 0 and redo:
+                again = redo_keys(plan, redo, store.measured_at(), *git_info())
         rows.extend(found)
         if out_dir is not None and index == 0:
-            done_keys = {r["key"] for r in found if r["status"] == DONE}
+            done_keys = {r["key"] for r in found if r["status"] == DONE} - again
     workers = jobs or 1
     threads = max(1, (os.cpu_count() or 1) // workers)
     return plan_lines(plan, done_keys) + estimate(plan, done_keys, rows, threads).lines(workers)
@@ -224,11 +249,13 @@ def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, 
 
 def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool = False, jobs: int | None = None,
                  executor: str = "local", echo: Echo | None = None, report: bool = True,
-                 command: str | None = None, address: str | None = None) -> RunSummary:
+                 command: str | None = None, address: str | None = None, redo: tuple[str, ...] = ()) -> RunSummary:
     """Run ``protocol`` into ``out_dir`` and (``report``) write the report; returns what was done.
 
-    Raises InputError when ``out_dir`` already holds a run and ``resume`` is false, and
-    ConfigError when resuming a directory that holds another protocol's run.
+    ``redo``: technique labels whose finished jobs run again (with ``resume``); a new result
+    replaces the old row, a failure leaves it. Raises InputError when ``out_dir`` already holds
+    a run and ``resume`` is false, and ConfigError when resuming a directory that holds another
+    protocol's run or ``redo`` names a technique the protocol lacks.
     """
     from weightstep.progress import enabled
     from weightstep.versions import versions
@@ -241,6 +268,9 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
     plan = expand(protocol)
     if not plan.jobs:
         raise InputError(f"{protocol.path}: no clips to run: " + ("; ".join(plan.notes) or "no videos"))
+    if redo and not resume:
+        raise ConfigError("--redo measures a resumed run's techniques again; add --resume")
+    redo_keys(plan, redo, {}, "unknown", None)  # check the labels before touching the directory
     store = Store.create(run_dir)
     try:
         with _locked(run_dir):
@@ -252,8 +282,9 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
                 raise ConfigError(f"{run_dir} holds a run of protocol {previous['protocol_name']!r}, not "
                                   f"{protocol.name!r}; choose another --out")
             statuses = store.statuses()
-            done_keys = {k for k, s in statuses.items() if s == DONE}
             commit, dirty = git_info()
+            again = redo_keys(plan, redo, store.measured_at(), commit, dirty) if redo else set()
+            done_keys = {k for k, s in statuses.items() if s == DONE} - again
             facts = runner.describe()
             run_id = store.begin_run({
                 "protocol_name": protocol.name, "protocol_path": protocol.path, "protocol_text": protocol.text,
@@ -334,4 +365,4 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
     return summary
 
 
-__all__ = ["RunSummary", "dry_run_lines", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
+__all__ = ["RunSummary", "dry_run_lines", "redo_keys", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]

@@ -185,6 +185,12 @@ class Store:
         wanted = None if keys is None else set(keys)
         return {r["key"]: r["status"] for r in rows if wanted is None or r["key"] in wanted}
 
+    def measured_at(self) -> dict[str, tuple[str | None, bool | None]]:
+        """Each finished job's (git commit, dirty tree) of the run that measured it."""
+        rows = self.db.execute("SELECT jobs.key, runs.git_commit, runs.git_dirty FROM jobs LEFT JOIN runs "
+                               "ON jobs.run_id = runs.id WHERE jobs.status = ?", (DONE,)).fetchall()
+        return {r[0]: (r[1], None if r[2] is None else bool(r[2])) for r in rows}
+
     def record(self, job: Job, status: str, run_id: int, *, result: Mapping[str, Any] | None = None,
                bitstream: str | None = None, error: str | None = None, traceback: str | None = None,
                started: float | None = None, finished: float | None = None, wall_s: float | None = None) -> None:
