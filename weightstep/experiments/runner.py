@@ -196,6 +196,15 @@ def plan_lines(plan: Plan, done_keys: set[str] | None = None) -> list[str]:
     return lines
 
 
+def check_redo(plan: Plan, redo: tuple[str, ...] | list[str]) -> None:
+    """Raise ConfigError when ``redo`` names a technique the protocol does not have."""
+    labels = [t.label for t in plan.protocol.techniques]
+    unknown = [name for name in redo if name not in labels]
+    if unknown:
+        raise ConfigError(f"--redo {unknown[0]!r}: the protocol has no such technique; its techniques: "
+                          + ", ".join(repr(label) for label in labels))
+
+
 def redo_keys(plan: Plan, redo: tuple[str, ...] | list[str], measured: dict[str, tuple[str | None, bool | None]],
               commit: str, dirty: bool | None) -> set[str]:
     """Keys of the finished jobs of the techniques labelled in ``redo`` to measure again.
@@ -204,13 +213,8 @@ def redo_keys(plan: Plan, redo: tuple[str, ...] | list[str], measured: dict[str,
     alters a codec's output under the same settings, resuming would keep its finished jobs.
     ``measured`` maps a finished job's key to the (commit, dirty) that measured it; a job
     measured at ``commit`` from a clean tree, as now, is kept, so an interrupted redo continues
-    with the same command. Raises ConfigError for a label the protocol does not have.
+    with the same command.
     """
-    labels = [t.label for t in plan.protocol.techniques]
-    unknown = [name for name in redo if name not in labels]
-    if unknown:
-        raise ConfigError(f"--redo {unknown[0]!r}: the protocol has no such technique; its techniques: "
-                          + ", ".join(repr(label) for label in labels))
     wanted = set(redo)
     current = commit != "unknown" and dirty is False
     return {job.key for job in plan.jobs if job.technique in wanted and job.key in measured
@@ -228,7 +232,7 @@ def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, 
     from weightstep.experiments.estimate import estimate
 
     plan = expand(protocol)
-    redo_keys(plan, redo, {}, "unknown", None)  # an unknown label is an error even with nothing to redo
+    check_redo(plan, redo)
     again: set[str] = set()
     done_keys: set[str] = set()
     rows: list[dict[str, Any]] = []
@@ -270,7 +274,7 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
         raise InputError(f"{protocol.path}: no clips to run: " + ("; ".join(plan.notes) or "no videos"))
     if redo and not resume:
         raise ConfigError("--redo measures a resumed run's techniques again; add --resume")
-    redo_keys(plan, redo, {}, "unknown", None)  # check the labels before touching the directory
+    check_redo(plan, redo)  # before touching the directory
     store = Store.create(run_dir)
     try:
         with _locked(run_dir):
@@ -365,4 +369,4 @@ def _execute(store: Store, run_id: int, plan: Plan, runner, done_keys: set[str],
     return summary
 
 
-__all__ = ["RunSummary", "dry_run_lines", "redo_keys", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
+__all__ = ["RunSummary", "check_redo", "dry_run_lines", "redo_keys", "make_executor", "git_info", "machine_info", "plan_lines", "protocol_meta", "run_protocol"]
