@@ -302,7 +302,7 @@ def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monke
 
     protocol = make_protocol(X264 + X265)
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, False))
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None, ignore=None: ("a" * 40, False))
     run_protocol(protocol, run_dir, report=False)
     with Store.open(run_dir) as store:
         before = {r["key"]: (r["technique"], r["run_id"]) for r in store.rows()}
@@ -316,7 +316,7 @@ def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monke
     assert (summary.reused, summary.done) == (8, 0)
 
     # a later commit: the H.265 jobs run again, one of them is interrupted
-    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("b" * 40, False))
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None, ignore=None: ("b" * 40, False))
     real = executors.execute_job
     calls = []
 
@@ -363,9 +363,34 @@ def test_dry_run_counts_the_jobs_a_redo_runs_again(monkeypatch, tmp_path):
     from weightstep.experiments.runner import dry_run_lines
 
     protocol = make_protocol(X264 + X265)
-    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, False))
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None, ignore=None: ("a" * 40, False))
     run_protocol(protocol, tmp_path / "run", report=False)
     assert "0 to run, 8 already done" in dry_run_lines(protocol, tmp_path / "run", redo=("H.264",))[0]
-    monkeypatch.setattr(runner_module, "git_info", lambda path=None: ("a" * 40, True))  # uncommitted changes
+    monkeypatch.setattr(runner_module, "git_info", lambda path=None, ignore=None: ("a" * 40, True))  # uncommitted changes
     assert "4 to run, 4 already done" in dry_run_lines(protocol, tmp_path / "run", redo=("H.264",))[0]
     assert "0 to run, 8 already done" in dry_run_lines(protocol, tmp_path / "run")[0]
+
+
+def test_a_runs_own_directory_does_not_make_the_tree_dirty(tmp_path):
+    # a run directory committed with its results is changed by the run itself; only other changes count
+    import subprocess
+
+    from weightstep.experiments.runner import git_info
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.sqlite").write_bytes(b"before")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    commit, dirty = git_info(tmp_path, ignore=tmp_path / "run")
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "run" / "results.sqlite").write_bytes(b"after")
+    assert git_info(tmp_path, ignore=tmp_path / "run")[1] is False
+    assert git_info(tmp_path)[1] is True  # without ignore the run's change counts
+    assert git_info(tmp_path, ignore=tmp_path.parent / "elsewhere")[1] is True  # outside the tree: nothing ignored
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_info(tmp_path, ignore=tmp_path / "run")[1] is True

@@ -77,14 +77,24 @@ def make_executor(name: str, jobs: int | None = None, *, cpus_per_job: float = 1
 
 # what a run records -------------------------------------------------------------------------------
 
-def git_info(path: str | os.PathLike | None = None) -> tuple[str, bool | None]:
-    """(commit, dirty) of the git work tree holding ``path`` (default: this package); ('unknown', None) if none."""
+def git_info(path: str | os.PathLike | None = None, ignore: str | os.PathLike | None = None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the git work tree holding ``path`` (default: this package); ('unknown', None) if none.
+
+    ``ignore``: a directory whose changes do not make the tree dirty, the run's own: a run directory
+    committed with its results (reports/*/run) is changed by the run itself, and counting that would
+    mark every resumed run as measured with uncommitted changes (so ``--redo`` would redo its jobs)."""
     where = str(path or Path(__file__).resolve().parents[2])
     try:
         commit = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        command = ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"]
+        if ignore is not None:
+            top = subprocess.run(["git", "-C", where, "rev-parse", "--show-toplevel"], capture_output=True,
+                                 text=True, timeout=10, check=True).stdout.strip()
+            inside = Path(ignore).resolve()
+            if top and inside.is_relative_to(Path(top).resolve()):
+                command += ["--", ":(top)", f":(top,exclude){inside.relative_to(Path(top).resolve()).as_posix()}"]
+        status = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
     return commit or "unknown", bool(status.strip())
@@ -242,7 +252,7 @@ def dry_run_lines(protocol: Protocol, out_dir: str | os.PathLike | None = None, 
         with Store.open(directory) as store:
             found = store.rows()
             if out_dir is not None and index == 0 and redo:
-                again = redo_keys(plan, redo, store.measured_at(), *git_info())
+                again = redo_keys(plan, redo, store.measured_at(), *git_info(ignore=directory))
         rows.extend(found)
         if out_dir is not None and index == 0:
             done_keys = {r["key"] for r in found if r["status"] == DONE} - again
@@ -286,7 +296,7 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
                 raise ConfigError(f"{run_dir} holds a run of protocol {previous['protocol_name']!r}, not "
                                   f"{protocol.name!r}; choose another --out")
             statuses = store.statuses()
-            commit, dirty = git_info()
+            commit, dirty = git_info(ignore=run_dir)
             again = redo_keys(plan, redo, store.measured_at(), commit, dirty) if redo else set()
             done_keys = {k for k, s in statuses.items() if s == DONE} - again
             facts = runner.describe()
