@@ -299,6 +299,19 @@ def test_a_fit_stops_early_on_a_plateau_and_runs_on_while_it_improves():
     assert going.stopped_by == "steps" and going.steps_done == 100
 
 
+def test_a_fit_whose_loss_first_rises_is_not_stopped_against_its_first_step():
+    # a weight step's first loss has no rate term and its first Adam steps raise D + lambda R before it falls:
+    # the plateau is judged after a burn-in, so a fit still improving after the rise runs on
+    x = torch.nn.Parameter(torch.tensor([0.0]))
+
+    def rises_then_falls(step: int) -> StepOutput:
+        value = 1.0 if step == 0 else 3.0 - 0.02 * step  # below the first loss only after 100 steps
+        return StepOutput(loss=(x * 0).sum() + value)
+
+    report = fit([x], rises_then_falls, FitConfig(steps=90, patience=20), progress=False)
+    assert report.stopped_by == "steps" and report.steps_done == 90
+
+
 def test_mlp_steps_on_pixel_subsets_round_trip_and_still_improve(clip, tmp_path):
     params = {"inr": "siren", "update": "warp+l0", "step_pixels": "0.3", **FAST, **TINY["siren"], "step_steps": "30",
               "lambda": "1e-9"}
