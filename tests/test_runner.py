@@ -392,5 +392,6 @@ def test_a_runs_own_directory_does_not_make_the_tree_dirty(tmp_path):
     assert git_info(tmp_path, ignore=tmp_path / "run")[1] is False
     assert git_info(tmp_path)[1] is True  # without ignore the run's change counts
     assert git_info(tmp_path, ignore=tmp_path.parent / "elsewhere")[1] is True  # outside the tree: nothing ignored
+    assert git_info(tmp_path, ignore=tmp_path)[1] is True  # the whole tree is never ignored
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_info(tmp_path, ignore=tmp_path / "run")[1] is True

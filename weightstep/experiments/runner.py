@@ -91,9 +91,9 @@ def git_info(path: str | os.PathLike | None = None, ignore: str | os.PathLike | 
         if ignore is not None:
             top = subprocess.run(["git", "-C", where, "rev-parse", "--show-toplevel"], capture_output=True,
                                  text=True, timeout=10, check=True).stdout.strip()
-            inside = Path(ignore).resolve()
-            if top and inside.is_relative_to(Path(top).resolve()):
-                command += ["--", ":(top)", f":(top,exclude){inside.relative_to(Path(top).resolve()).as_posix()}"]
+            inside, root = Path(ignore).resolve(), Path(top).resolve()
+            if top and inside != root and inside.is_relative_to(root):  # (the whole tree is never ignored)
+                command += ["--", ":(top)", f":(top,exclude){inside.relative_to(root).as_posix()}"]
         status = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
