@@ -169,7 +169,8 @@ class WeightStepConfig:
                                   "step's logits): 0 starts gates open so the fit finds what pays (measured: "
                                   "-3 left the gates closed and the picture frozen)", low=-20.0, high=20.0)
     step_patience: int | None = param(30, "stop a step's fit when D + lambda R has not improved for this many "
-                                      "steps (easy frames are cheap); none = always step_steps", low=1, high=10**6)
+                                      "steps, judged after as many again (easy frames are cheap); none = always "
+                                      "step_steps", low=1, high=10**6)
     frame_batch: int = param(4, "frames per step of the single-stage joint fit", low=1, high=4096)
     per_channel: bool = param(True, "let each tensor with several output channels keep a quantisation step per "
                               "channel where that lowers D + lambda R (two bytes a channel; else one step per "
