@@ -395,3 +395,15 @@ def test_a_runs_own_directory_does_not_make_the_tree_dirty(tmp_path):
     assert git_info(tmp_path, ignore=tmp_path)[1] is True  # the whole tree is never ignored
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_info(tmp_path, ignore=tmp_path / "run")[1] is True
+
+
+def test_a_run_records_its_command_so_that_a_shell_reads_it_back(monkeypatch, tmp_path):
+    # technique labels hold spaces and '+': the recorded command must split back into the same arguments
+    import shlex
+    import sys
+
+    argv = ["weightstep", "run", "p.toml", "--resume", "--redo", "Grid + warp+lowrank steps"]
+    monkeypatch.setattr(sys, "argv", argv)
+    run_protocol(make_protocol(X264), tmp_path / "run", report=False)
+    with Store.open(tmp_path / "run") as store:
+        assert shlex.split(store.runs()[-1]["command"]) == argv

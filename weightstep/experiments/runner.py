@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -306,7 +307,7 @@ def run_protocol(protocol: Protocol, out_dir: str | os.PathLike, *, resume: bool
                 "git_dirty": None if dirty is None else int(dirty), "versions": versions(),
                 "device": machine_info(), "seeds": list(protocol.seeds), "executor": facts["executor"],
                 "workers": facts.get("workers"), "threads_per_job": facts.get("threads_per_job"),
-                "command": command or " ".join(sys.argv), "meta": protocol_meta(plan),
+                "command": command or shlex.join(sys.argv), "meta": protocol_meta(plan),
                 "keys": [j.key for j in plan.jobs]})
             write_file(run_dir / "protocol.toml", protocol.text.encode("utf-8"))
             _remove_partial_files(run_dir)
