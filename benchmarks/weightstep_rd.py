@@ -122,6 +122,11 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
             print(f"wrote {path}")
 
 
+def _point(row: dict) -> str:
+    """A row's rate point as the tables print it: its crf, or its lambda."""
+    return f"crf {row['params']['crf']}" if "crf" in row["params"] else f"λ {row['params']['lambda']:g}"
+
+
 def _styles(labels: list[str]) -> dict[str, dict]:
     """The references first, then the weight-step variants, each with the protocol reports' colours."""
     ordered = [label for label in REFERENCES if label in labels] + sorted(set(labels) - set(REFERENCES))
@@ -150,7 +155,7 @@ def write_plots(rows: list[dict], frames: int, video: str, prefix: Path) -> list
             if label in REFERENCES and label not in ("x264", "x264-p"):
                 continue
             row = min(curve, key=lambda r: abs(math.log(r["bpp"] / reference["bpp"])))
-            point = f"crf {row['params']['crf']}" if "crf" in row["params"] else f"λ {row['params']['lambda']:g}"
+            point = _point(row)
             short = label.removeprefix("ws-").replace("-two-stage", "").replace("-single-stage", " single-stage")
             name = f"{short}, {point}: {row['bpp']:.3f} bpp"
             series[name] = (row["per_frame_psnr"], row["per_frame_bits"])
@@ -169,8 +174,7 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
     curves: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: (r["label"], r["bpp"])):
         curves.setdefault(row["label"], []).append(row)
-        point = (f"crf {row['params']['crf']}" if "crf" in row["params"]
-                 else f"λ {row['params']['lambda']:g}")
+        point = _point(row)
         bits = row["per_frame_bits"]
         steps = [b for b in bits[1:] if b is not None]
         step_s = [s for s in row.get("step_total_seconds", []) if s is not None]  # fit + rate search of a step
@@ -196,15 +200,14 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
     # the freeze check: last frame against frame 1 (issue 11: within 1.5 dB at every point); the references' own
     # drops come first, since a clip whose content gets harder drops under any codec
     for label, curve in sorted(curves.items(), key=lambda item: (item[0] not in REFERENCES, item[0])):
-        drops = [r["per_frame_psnr"][1] - r["per_frame_psnr"][-1] for r in curve if len(r.get("per_frame_psnr", [])) > 2]
-        if not drops:
+        tracked = [r for r in curve if len(r.get("per_frame_psnr", [])) > 2]
+        if not tracked:
             continue
-        worst = max(range(len(drops)), key=drops.__getitem__)
-        row = [r for r in curve if len(r.get("per_frame_psnr", [])) > 2][worst]
-        point = f"crf {row['params']['crf']}" if "crf" in row["params"] else f"λ {row['params']['lambda']:g}"
-        verdict = "holds" if drops[worst] <= 1.5 else "decays"
+        row = max(tracked, key=lambda r: r["per_frame_psnr"][1] - r["per_frame_psnr"][-1])
+        drop = row["per_frame_psnr"][1] - row["per_frame_psnr"][-1]
+        verdict = "holds" if drop <= 1.5 else "decays"
         role = "reference, " if label in REFERENCES else ""
-        console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {drops[worst]:+.2f} dB at {point} "
+        console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {drop:+.2f} dB at {_point(row)} "
                       f"({role}{verdict})")
 
 

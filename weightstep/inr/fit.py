@@ -191,8 +191,7 @@ class _Plateau:
 
     def stalled(self, step: int, loss: float) -> bool:
         self.mean = loss if self.mean is None else self.mean + self.smoothing * (loss - self.mean)
-        if step < self.patience:  # the burn-in (class docstring)
-            self.best_step = step
+        if step < self.patience:  # the burn-in (class docstring); the first step after it sets the best
             return False
         if self.mean < self.best - self.tolerance * abs(self.best) or self.best == math.inf:
             self.best, self.best_step = self.mean, step
