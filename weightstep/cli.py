@@ -249,7 +249,7 @@ def run_protocol_command(
     try:
         with _sigterm_as_interrupt():  # a batch scheduler's stop (or `kill PID`) ends the run as Ctrl-C does
             summary = run_protocol(spec, run_dir, resume=resume, jobs=jobs, executor=executor, echo=echo,
-                                   report=not no_report, command=shlex.join(sys.argv), address=address,
+                                   report=not no_report, address=address,
                                    redo=tuple(redo or ()))
     except KeyboardInterrupt:
         again = [f"weightstep run {protocol} --out {run_dir} --resume"]
