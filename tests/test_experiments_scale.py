@@ -4,6 +4,7 @@ spread, timeline, crops and run comparison (a real kill and resume: test_run_sig
 
 import ast
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -426,3 +427,32 @@ def test_visual_comparison_picks_the_longest_clip_with_stored_bitstreams(tmp_pat
     build_report(run_dir, run_dir / "report")
     visual = (run_dir / "report" / "summary.md").read_text().split("## Visual comparison")[1].split("\n## ")[0]
     assert "s/scenecut" in visual and "testsrc" not in visual and "not decoded" not in visual
+
+
+def test_a_report_keeps_the_bitstreams_it_decodes_and_draws_again_without_the_runs(tmp_path):
+    """The run's bitstreams are git-ignored: a checkout with the database and the report must draw the same
+    visual comparison from the copies the report kept, refuse a copy of the wrong size, and drop stale ones."""
+    text = X264_PROTOCOL.format(name="keep", last=41).replace('frames = [4, 16]', 'frames = [4]')
+    run_dir, out = tmp_path / "run", tmp_path / "report"
+    run_protocol(parse_protocol(text, "t.toml"), run_dir, report=False)
+    build_report(run_dir, out)
+    kept = sorted(p.relative_to(out / "streams").as_posix() for p in (out / "streams").glob("**/*") if p.is_file())
+    assert len(kept) == 2 and all(name.endswith(".mkv") for name in kept)  # x264 and x265 at the common rate
+    for name in kept:
+        assert (out / "streams" / name).read_bytes() == (run_dir / "bitstreams" / name).read_bytes()
+    first = (out / "summary.md").read_text()
+    figure = (out / "figures" / "visual-s.png").read_bytes()
+
+    shutil.rmtree(run_dir / "bitstreams")  # a fresh checkout: only the database and the report
+    (out / "streams" / "stale" / "old.mkv").parent.mkdir()
+    (out / "streams" / "stale" / "old.mkv").write_bytes(b"left by an earlier report")
+    build_report(run_dir, out)
+    assert (out / "summary.md").read_text() == first and "not decoded" not in first
+    assert (out / "figures" / "visual-s.png").read_bytes() == figure
+    assert not (out / "streams" / "stale" / "old.mkv").exists()
+
+    damaged = out / "streams" / kept[0]
+    damaged.write_bytes(damaged.read_bytes()[:-1])  # not the size its row recorded
+    build_report(run_dir, out)
+    visual = (out / "summary.md").read_text().split("## Visual comparison")[1].split("\n## ")[0]
+    assert "not decoded (its bitstream" in visual and "neither in the run nor kept" in visual

@@ -100,6 +100,7 @@ class _Builder:
         self.out_dir = out_dir
         self.doc = Doc()
         self.images: dict[str, bytes] = {}
+        self.streams: dict[str, bytes] = {}  # bitstreams the visual comparison decoded, kept beside the report
         self.points = rd_points(data)
         self.styles = {label: plots.style(i) for i, label in enumerate(data.techniques)}
         self.compare: str | Path | None = None  # another run directory to set beside this one
@@ -461,6 +462,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
         (out / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the report folder ({exc.strerror})") from None
+    from weightstep.experiments.report_more import STREAMS_DIR
+
     builder = _Builder(data, out)
     builder.compare = compare
     builder.build()
@@ -468,8 +471,17 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
     for name, png in builder.images.items():
         write_file(out / name, png)
         written.append(out / name)
+    for name, data_bytes in builder.streams.items():
+        target = out / name
+        if not (target.is_file() and target.read_bytes() == data_bytes):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_file(target, data_bytes)
+        written.append(target)
     for stale in (out / "figures").glob("*.png"):  # figures of an earlier report that this one has not
         if f"figures/{stale.name}" not in builder.images:
+            stale.unlink()
+    for stale in (out / STREAMS_DIR).glob("**/*"):  # bitstreams it no longer decodes
+        if stale.is_file() and stale.relative_to(out).as_posix() not in builder.streams:
             stale.unlink()
     title = f"{data.meta.get('name') or data.run['protocol_name']}: results"
     documents = {"summary.md": builder.doc.markdown(), "report.html": builder.doc.html(title, builder.images),

@@ -4,7 +4,9 @@
   row per clip of the dataset's longest length (where weight stepping freezes, decays or
   refreshes its anchor shows at a glance);
 - :func:`visual`: one decoded frame crop per technique beside the source, each at its rate point
-  nearest a common bpp; decoded from the stored bitstreams (the source of truth), not stored;
+  nearest a common bpp; decoded from the stored bitstreams (the source of truth), not stored. The
+  report keeps a copy of each bitstream it decodes under ``streams/`` beside itself, so a checkout
+  that has the database and the report but not the run's (git-ignored) bitstreams draws it again;
 - :func:`seeds`: the spread of results run with several seeds, and which differences between
   techniques lie within it;
 - :func:`selection`: among the variants one ``vary`` table made (capacity.toml's sizes and slice
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,9 @@ from weightstep.experiments import plots
 from weightstep.experiments.jobs import read_options, slug
 from weightstep.experiments.report_data import Point, average_curve, bd_cell, mean_cell
 from weightstep.experiments.report_doc import _fmt, _point_text
+
+STREAMS_DIR = "streams"
+"""Folder of the report where the visual comparison keeps the bitstreams it decoded."""
 
 CROP_MAX = (160, 120)
 """Largest crop (width, height) of the visual comparison, centred in the frame."""
@@ -125,27 +131,47 @@ def _crop(rgb: np.ndarray) -> np.ndarray:
     return (tile.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _decoded_frame(run_dir, row: dict[str, Any], index: int) -> np.ndarray:
+def kept_name(row: dict[str, Any]) -> str:
+    """Where the report keeps a copy of ``row``'s bitstream, relative to the report folder."""
+    parts = [part for part in PurePosixPath(row["bitstream"]).parts if part not in ("/", "..", ".")]
+    return "/".join([STREAMS_DIR, *(parts[1:] if parts[:1] == ["bitstreams"] else parts)])
+
+
+def _stream_path(run_dir, out_dir, row: dict[str, Any]) -> Path | None:
+    """The row's bitstream: the run's own file, else the copy an earlier report kept; None if neither.
+
+    A file counts only at the size the row recorded, so a copy left from a job measured again with
+    other bytes is not taken for it.
+    """
+    if not row.get("bitstream"):
+        return None
+    size = (row.get("result") or {}).get("file_bytes")
+    for path in (Path(run_dir) / row["bitstream"], Path(out_dir) / kept_name(row)):
+        if path.is_file() and (size is None or path.stat().st_size == size):
+            return path
+    return None
+
+
+def _decoded_frame(stream: bytes, index: int) -> np.ndarray:
     from weightstep.codecs import harness
 
-    data = (run_dir / row["bitstream"]).read_bytes()
-    _, video = harness.decode_bytes(data, "cpu")
+    _, video = harness.decode_bytes(stream, "cpu")
     return video.rgb()[index]
 
 
-def _visual_clip(data, points, dataset: str) -> tuple[str, float, dict[str, dict[str, Any]]] | None:
+def _visual_clip(builder, dataset: str) -> tuple[str, float, dict[str, dict[str, Any]]] | None:
     """(clip, common bpp, rows) of the dataset's longest clip with the most stored bitstreams.
 
     A run resumed from a committed database keeps no bitstreams of its earlier jobs, so the first
     clip may have none to decode while another has them all; ties go to the first clip.
     """
+    data = builder.data
     best, best_count = None, -1
     for clip in longest_clips(data, dataset):
-        target, chosen = nearest_rows(data, points, dataset, clip)
+        target, chosen = nearest_rows(data, builder.points, dataset, clip)
         if not chosen:
             continue
-        count = sum(1 for row in chosen.values()
-                    if row.get("bitstream") and (data.run_dir / row["bitstream"]).is_file())
+        count = sum(1 for row in chosen.values() if _stream_path(data.run_dir, builder.out_dir, row))
         if count > best_count:
             best, best_count = (clip, target, chosen), count
     return best
@@ -157,13 +183,13 @@ def visual(builder) -> None:
     doc.para("The last frame of one clip per dataset (of its longest clips, the first with the most stored "
              f"bitstreams), centre crop of at most {CROP_MAX[0]}x{CROP_MAX[1]} pixels shown pixel for pixel: the "
              "source, then each technique at its rate point nearest the common bpp, decoded from its stored "
-             "bitstream.")
+             f"bitstream (the run's, or the copy this report keeps under `{STREAMS_DIR}/`).")
     from weightstep.video.readers import open_video
 
     problems = []
     shown = False
     for dataset in data.datasets:
-        picked = _visual_clip(data, builder.points, dataset)
+        picked = _visual_clip(builder, dataset)
         if picked is None:
             continue
         clip, target, chosen = picked
@@ -177,11 +203,18 @@ def visual(builder) -> None:
         tiles = [(f"source, frame {index}", _crop(source))]
         for technique, row in chosen.items():
             result = row["result"]
+            path = _stream_path(data.run_dir, builder.out_dir, row)
+            if path is None:
+                problems.append(f"{technique} on {dataset}/{clip}: not decoded (its bitstream "
+                                f"{row.get('bitstream')} is neither in the run nor kept by the report)")
+                continue
             try:
-                frame = _decoded_frame(data.run_dir, row, index)
+                stream = path.read_bytes()
+                frame = _decoded_frame(stream, index)
             except (WeightstepError, OSError, ValueError, RuntimeError) as exc:
                 problems.append(f"{technique} on {dataset}/{clip}: not decoded ({type(exc).__name__}: {exc})")
                 continue
+            builder.streams[kept_name(row)] = stream
             tiles.append((f"{technique}\n{result['bpp']:.3f} bpp, {result['psnr_rgb']:.1f} dB", _crop(frame)))
         builder.add_figure(f"visual-{slug(dataset)}",
                            plots.crops_figure(f"{dataset}/{clip}: frame {index} near {target:.3g} bpp", tiles),
