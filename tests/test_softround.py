@@ -30,7 +30,7 @@ def test_temperature_anneals_from_start_to_end_and_the_proxy_has_gradients():
     assert (rated - soft_round(x, 0.2)).abs().max() <= 0.5 + 1e-6  # uniform noise of width 1
 
 
-def test_default_anchor_steps_scale_down_with_the_frame():
+def test_default_anchor_steps_scale_down_with_the_frame_on_a_cpu_only():
     grid, siren = WeightStepConfig(inr="grid"), WeightStepConfig(inr="siren")
     assert grid.steps() == 2000 and grid.steps(FULL_STEPS_PIXELS) == 2000 and siren.steps(176 * 144) == 800
     assert grid.steps(640 * 360) == 500 and siren.steps(640 * 360) == 200
@@ -40,3 +40,8 @@ def test_default_anchor_steps_scale_down_with_the_frame():
     assert grid.anchor_settings(True, 640 * 360).qat_steps == 50  # a tenth for the grid
     assert siren.anchor_settings(True, 176 * 144).qat_steps == 160  # a fifth for the others
     assert WeightStepConfig(inr="grid", qat_steps=7).anchor_settings(True, 176 * 144).qat_steps == 7
+    # a CUDA device fits every frame for the full steps (the scaling is a CPU-time compromise)
+    assert grid.steps(1920 * 1080, "cuda") == 2000 and siren.steps(3840 * 2160, torch.device("cuda", 0)) == 800
+    assert grid.steps(1920 * 1080, torch.device("cpu")) == 250
+    assert grid.anchor_settings(True, 1920 * 1080, "cuda").fit.steps == 2000
+    assert grid.anchor_settings(True, 1920 * 1080, "cuda").qat_steps == 200

@@ -83,9 +83,11 @@ STREAM_DEFAULTS[2] = {**STREAM_DEFAULTS[1], "residual": "auto"}  # the step resi
 # 1345 / 3977 / 5081 at 200, same PSNR; 8-9 s less encode).
 QAT_DIVISOR = {"grid": 10}
 
-# Frames up to this many pixels (320x180) get the full default anchor steps; larger frames get
-# proportionally fewer (each step costs time in proportion to the pixels), never below 1/8, so
-# the default encode time grows far slower than the frame (measured: benchmarks/anchor_time.py).
+# On a CPU, frames up to this many pixels (320x180) get the full default anchor steps; larger frames
+# get proportionally fewer (each step costs time in proportion to the pixels), never below 1/8, so
+# the default encode time grows far slower than the frame (measured: benchmarks/anchor_time.py). On
+# a CUDA device every frame gets the full steps: the scaling is a CPU-time compromise, and the
+# anchor is bound by its iterations (README, "Anchor networks as images").
 FULL_STEPS_PIXELS = 320 * 180
 
 @dataclass(frozen=True)
@@ -112,9 +114,9 @@ class WeightStepConfig:
     grid_context_hidden: int = param(8, "hidden width of the grid latents' context model (sent too)",
                                      low=1, high=64)
     anchor_steps: int | None = param(None, "optimiser steps fitting the anchor frame (none = the network's "
-                                     "default, grid 2000, others 800, scaled down for frames above 320x180 "
-                                     "pixels in proportion to their area, to 1/8 at most: a 1080p grid anchor "
-                                     "gets 250)", low=1, high=10**7)
+                                     "default, grid 2000, others 800; on a CPU scaled down for frames above "
+                                     "320x180 pixels in proportion to their area, to 1/8 at most: a 1080p grid "
+                                     "anchor gets 250 there, 2000 on a CUDA device)", low=1, high=10**7)
     anchor_lr: float | None = param(None, "anchor Adam learning rate (none = the network kind's default)",
                                     low=0.0, high=1.0)
     loss: str = param("mse", "fitting loss: mse (what PSNR measures) or l1ssim (NeRV's mix)",
@@ -267,12 +269,13 @@ class WeightStepConfig:
                            grid_levels=self.grid_levels, grid_hidden=self.grid_hidden,
                            grid_context_hidden=self.grid_context_hidden, seed=self.seed)
 
-    def steps(self, pixels: int | None = None) -> int:
-        """Anchor fit steps: ``anchor_steps``, else the kind's default scaled to a frame of ``pixels``."""
+    def steps(self, pixels: int | None = None, device: torch.device | str = "cpu") -> int:
+        """Anchor fit steps: ``anchor_steps``, else the kind's default, scaled to a frame of ``pixels``
+        when fitting on a CPU."""
         if self.anchor_steps:
             return self.anchor_steps
         base = 2000 if self.inr == "grid" else 800
-        if pixels is None or pixels <= FULL_STEPS_PIXELS:
+        if pixels is None or pixels <= FULL_STEPS_PIXELS or torch.device(device).type == "cuda":
             return base
         return max(base // 8, round(base * FULL_STEPS_PIXELS / pixels))
 
@@ -309,8 +312,9 @@ class WeightStepConfig:
                             pixel_share=self.step_pixels, residual=self.residual_on(),
                             compact=self.stream_format() >= WARP_PREDICTION)
 
-    def anchor_settings(self, fit_first: bool, pixels: int | None = None) -> AnchorSettings:
-        steps = self.steps(pixels)
+    def anchor_settings(self, fit_first: bool, pixels: int | None = None,
+                        device: torch.device | str = "cpu") -> AnchorSettings:
+        steps = self.steps(pixels, device)
         fused = self.fused_adam()
         fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
                                seed=self.seed, fused=fused)
@@ -351,12 +355,14 @@ class WeightStepCodec(Codec):
     def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
         cfg = self.config
         pixels = target.shape[-1] * target.shape[-2]
-        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels), label=f"anchor {cfg.inr}")
+        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels, target.device),
+                            label=f"anchor {cfg.inr}")
 
     def _fit_anchor(self, net, target: torch.Tensor) -> float | None:
         cfg = self.config
         pixels = target.shape[-1] * target.shape[-2]
-        return fit_only(net, target, cfg.anchor_settings(True, pixels), label=f"anchor {cfg.inr} (warm start)")
+        return fit_only(net, target, cfg.anchor_settings(True, pixels, target.device),
+                        label=f"anchor {cfg.inr} (warm start)")
 
     def gops(self, frames: int) -> list[tuple[int, int]]:
         """(start, count) of each group of pictures: one anchor and its weight steps.
