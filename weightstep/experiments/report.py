@@ -462,7 +462,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
         (out / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the report folder ({exc.strerror})") from None
-    from weightstep.experiments.report_more import STREAMS_DIR
+    from weightstep.experiments.report_more import KEPT_NAME, STREAMS_DIR
 
     builder = _Builder(data, out)
     builder.compare = compare
@@ -480,8 +480,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
     for stale in (out / "figures").glob("*.png"):  # figures of an earlier report that this one has not
         if f"figures/{stale.name}" not in builder.images:
             stale.unlink()
-    for stale in (out / STREAMS_DIR).glob("**/*"):  # bitstreams it no longer decodes
-        if stale.is_file() and stale.relative_to(out).as_posix() not in builder.streams:
+    for stale in (out / STREAMS_DIR).glob("**/*"):  # bitstreams it no longer decodes (only files named as a run names them)
+        if (stale.is_file() and KEPT_NAME.search(stale.name)
+                and stale.relative_to(out).as_posix() not in builder.streams):
             stale.unlink()
     title = f"{data.meta.get('name') or data.run['protocol_name']}: results"
     documents = {"summary.md": builder.doc.markdown(), "report.html": builder.doc.html(title, builder.images),

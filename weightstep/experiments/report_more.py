@@ -20,6 +20,7 @@ point whose bpp is nearest to it in log scale, first seed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,6 +35,9 @@ from weightstep.experiments.report_doc import _fmt, _point_text
 
 STREAMS_DIR = "streams"
 """Folder of the report where the visual comparison keeps the bitstreams it decoded."""
+
+KEPT_NAME = re.compile(r"-r\d+-s(\d+|x)-[0-9a-f]{12}\.[a-z0-9]+$")
+"""How a run names a bitstream (:meth:`Job.bitstream_name`): only such files in ``streams/`` are removed as stale."""
 
 CROP_MAX = (160, 120)
 """Largest crop (width, height) of the visual comparison, centred in the frame."""
