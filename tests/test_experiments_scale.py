@@ -447,10 +447,13 @@ def test_a_report_keeps_the_bitstreams_it_decodes_and_draws_again_without_the_ru
     stale, other = out / "streams" / "H.264" / "s-old-4f-r9-s0-0123456789ab.mkv", out / "streams" / "notes.txt"
     stale.write_bytes(b"left by an earlier report")
     other.write_text("not a run's bitstream: never removed")
+    (out / "figures" / "rd-gone.png").write_bytes(b"a figure of an earlier report")
+    (out / "figures" / "mine.png").write_bytes(b"not the report's: never removed")
     build_report(run_dir, out)
     assert (out / "summary.md").read_text() == first and "not decoded" not in first
     assert (out / "figures" / "visual-s.png").read_bytes() == figure
     assert not stale.exists() and other.exists()
+    assert not (out / "figures" / "rd-gone.png").exists() and (out / "figures" / "mine.png").exists()
 
     damaged = out / "streams" / kept[0]
     damaged.write_bytes(damaged.read_bytes()[:-1])  # not the size its row recorded

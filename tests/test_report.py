@@ -82,7 +82,7 @@ def report_dir(run_dir):
     """The report, built once (figures take a while on a busy 2-core machine) over a stale figure."""
     out = run_dir / "report"
     (out / "figures").mkdir(parents=True)
-    (out / "figures" / "old.png").write_bytes(b"x")
+    (out / "figures" / "rd-old.png").write_bytes(b"x")
     files = build_report(run_dir)
     assert files.out_dir == out
     return out
@@ -90,7 +90,7 @@ def report_dir(run_dir):
 
 def test_report_has_every_file_and_section(report_dir):
     out = report_dir
-    assert not (out / "figures" / "old.png").exists()  # figures no longer produced are removed
+    assert not (out / "figures" / "rd-old.png").exists()  # figures no longer produced are removed
     for name in FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))

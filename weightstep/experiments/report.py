@@ -45,7 +45,15 @@ from weightstep.experiments.report_data import (
     rd_points,
     stage_pairs,
 )
-from weightstep.experiments.report_doc import Doc, _first_line, _fmt, _point_text, _when, write_file
+from weightstep.experiments.report_doc import (
+    Doc,
+    _first_line,
+    _fmt,
+    _point_text,
+    _when,
+    write_assets,
+    write_file,
+)
 from weightstep.experiments.specs import DONE, FAILED, SKIPPED
 
 REPORT_DIR = "report"
@@ -462,28 +470,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *,
         (out / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the report folder ({exc.strerror})") from None
-    from weightstep.experiments.report_more import KEPT_NAME, STREAMS_DIR
-
     builder = _Builder(data, out)
     builder.compare = compare
     builder.build()
-    written = []
-    for name, png in builder.images.items():
-        write_file(out / name, png)
-        written.append(out / name)
-    for name, data_bytes in builder.streams.items():
-        target = out / name
-        if not (target.is_file() and target.read_bytes() == data_bytes):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_file(target, data_bytes)
-        written.append(target)
-    for stale in (out / "figures").glob("*.png"):  # figures of an earlier report that this one has not
-        if f"figures/{stale.name}" not in builder.images:
-            stale.unlink()
-    for stale in (out / STREAMS_DIR).glob("**/*"):  # bitstreams it no longer decodes (only files named as a run names them)
-        if (stale.is_file() and KEPT_NAME.search(stale.name)
-                and stale.relative_to(out).as_posix() not in builder.streams):
-            stale.unlink()
+    written = write_assets(out, builder.images, builder.streams)
     title = f"{data.meta.get('name') or data.run['protocol_name']}: results"
     documents = {"summary.md": builder.doc.markdown(), "report.html": builder.doc.html(title, builder.images),
                  "results.csv": results_csv(data.rows)}

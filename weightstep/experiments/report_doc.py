@@ -6,6 +6,7 @@ import base64
 import html
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,35 @@ def write_file(path: Path, data: bytes) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+FIGURE_PREFIXES = ("rd-", "timing-", "stages-", "bits-", "timeline-", "visual-")
+"""How the report names its figures: only such PNGs left by an earlier report are removed from ``figures/``."""
+
+STREAMS_DIR = "streams"
+"""Folder of the report where the visual comparison keeps the bitstreams it decoded."""
+
+KEPT_NAME = re.compile(r"-r\d+-s(\d+|x)-[0-9a-f]{12}\.[a-z0-9]+$")
+"""How a run names a bitstream (``Job.bitstream_name``): only such files in ``streams/`` are removed as stale."""
+
+
+def write_assets(out: Path, images: dict[str, bytes], streams: dict[str, bytes]) -> list[Path]:
+    """Write the report's figures and kept bitstreams under ``out`` (names relative to it) and remove what an
+    earlier report there left and this one has not: only files named as the report names them."""
+    written = []
+    for name, data in (*images.items(), *streams.items()):
+        target = out / name
+        if not (target.is_file() and target.read_bytes() == data):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_file(target, data)
+        written.append(target)
+    for stale in (out / "figures").glob("*.png"):
+        if stale.name.startswith(FIGURE_PREFIXES) and f"figures/{stale.name}" not in images:
+            stale.unlink()
+    for stale in (out / STREAMS_DIR).glob("**/*"):
+        if stale.is_file() and KEPT_NAME.search(stale.name) and stale.relative_to(out).as_posix() not in streams:
+            stale.unlink()
+    return written
 
 
 def _first_line(text: str | None, limit: int = 220) -> str:

@@ -20,7 +20,6 @@ point whose bpp is nearest to it in log scale, first seed.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,13 +30,7 @@ from weightstep.errors import WeightstepError
 from weightstep.experiments import plots
 from weightstep.experiments.jobs import read_options, slug
 from weightstep.experiments.report_data import Point, average_curve, bd_cell, mean_cell
-from weightstep.experiments.report_doc import _fmt, _point_text
-
-STREAMS_DIR = "streams"
-"""Folder of the report where the visual comparison keeps the bitstreams it decoded."""
-
-KEPT_NAME = re.compile(r"-r\d+-s(\d+|x)-[0-9a-f]{12}\.[a-z0-9]+$")
-"""How a run names a bitstream (:meth:`Job.bitstream_name`): only such files in ``streams/`` are removed as stale."""
+from weightstep.experiments.report_doc import STREAMS_DIR, _fmt, _point_text
 
 CROP_MAX = (160, 120)
 """Largest crop (width, height) of the visual comparison, centred in the frame."""
