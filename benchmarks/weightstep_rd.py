@@ -3,6 +3,7 @@
     python benchmarks/weightstep_rd.py --frames 30 --out /tmp/ws_rd.jsonl
     python benchmarks/weightstep_rd.py --video sample:bikes --downscale 2 --variants warp+l0/two-stage
     python benchmarks/weightstep_rd.py --frames 10 --variants warp+lowrank/two-stage --param step_lambda_scale=0.3
+    python benchmarks/weightstep_rd.py --frames 30 --variants warp+lowrank/two-stage --seed 0 --seed 1 --seed 2
     python benchmarks/weightstep_rd.py --out rows.jsonl --merge other.jsonl --report-only --plots figures/clip
 
 On the first frames of a clip, for each step kind (l0, dct, dense, warp, lowrank, film and the warp+X
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -77,7 +79,12 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
          plots: Annotated[Path | None, typer.Option(help="write PREFIX-rd.png (RD curves) and PREFIX-frames.png "
                                                    "(quality and bits per frame near x264-p crf 28)")] = None,
          param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE codec setting for every weight-step "
-                                                          "variant (repeatable; named in the label)")] = None) -> None:
+                                                          "variant (repeatable; named in the label)")] = None,
+         seeds: Annotated[list[int] | None, typer.Option("--seed", help="run every weight-step variant with this "
+                                                         "codec seed (repeatable; 0 is the default and unnamed, "
+                                                         "others are named as seed=N, as --param seed=N names them); "
+                                                         "the BD-rates are then also given over the seeds")] = None
+         ) -> None:
     source = open_video(video, ReadOptions(frames=frames, downscale=downscale))
     model = {"inr": inr, "anchor_steps": anchor_steps, "step_steps": step_steps}
     try:
@@ -99,7 +106,11 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
         elif path != out:
             print(f"error: --merge {path}: no such file", file=sys.stderr)
             raise SystemExit(2)
-    for label, params in ([] if report_only else jobs(model, variants or VARIANTS, points or RATE_POINTS, suffix)):
+    planned = [] if report_only else [
+        job for seed in seeds or [None]
+        for job in jobs({**model, **({"seed": str(seed)} if seed else {})}, variants or VARIANTS, points or RATE_POINTS,
+                        suffix + (f" seed={seed}" if seed else ""))]
+    for label, params in planned:
         key = (label, json.dumps(params, sort_keys=True))
         if key in done or (only and not any(label.startswith(o) for o in only)):
             continue
@@ -197,6 +208,7 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
                 console.print(f"BD-rate of {label} against {reference} (PCHIP, RGB PSNR): {value:+.1f} %")
             except MetricError as exc:
                 console.print(f"BD-rate of {label} against {reference}: not defined ({exc})")
+    _over_seeds(curves, console)
     # the freeze check: last frame against frame 1 (issue 11: within 1.5 dB at every point); the references' own
     # drops come first, since a clip whose content gets harder drops under any codec
     for label, curve in sorted(curves.items(), key=lambda item: (item[0] not in REFERENCES, item[0])):
@@ -209,6 +221,35 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
         role = "reference, " if label in REFERENCES else ""
         console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {drop:+.2f} dB at {_point(row)} "
                       f"({role}{verdict})")
+
+
+SEED = re.compile(r" seed=(\d+)")
+
+
+def _over_seeds(curves: dict[str, list[dict]], console: Console) -> None:
+    """Mean and range of the BD-rates of curves that differ only by their seed (a label without one is seed 0):
+    a single seed's curve moves by tens of points (README, "The same curves with two more seeds")."""
+    groups: dict[str, dict[int, list[dict]]] = {}
+    for label, curve in curves.items():
+        if label not in REFERENCES and len(curve) >= 2:
+            match = SEED.search(label)
+            groups.setdefault(SEED.sub("", label), {})[int(match.group(1)) if match else 0] = curve
+    for base, by_seed in sorted(groups.items()):
+        if len(by_seed) < 2:
+            continue
+        for reference in REFERENCES:
+            anchor = curves.get(reference, [])
+            values = []
+            for curve in by_seed.values():
+                try:
+                    values.append(bd_rate([r["bpp"] for r in anchor], [r["psnr_rgb"] for r in anchor],
+                                          [r["bpp"] for r in curve], [r["psnr_rgb"] for r in curve]))
+                except MetricError:
+                    pass
+            if anchor and values:
+                console.print(f"BD-rate of {base} over seeds {', '.join(map(str, sorted(by_seed)))} against {reference}: "
+                              f"mean {sum(values) / len(values):+.1f} % (from {min(values):+.1f} to {max(values):+.1f}; "
+                              f"defined for {len(values)} of {len(by_seed)})")
 
 
 if __name__ == "__main__":
