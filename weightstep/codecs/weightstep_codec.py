@@ -8,6 +8,7 @@ is the image mode of the proposal's anchor experiments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,7 +59,8 @@ WARP_PREDICTION = 5  # from format 5: a warp step may predict its warp from the 
 # What the decoder never reads: how the encoder searched. Kept in the file's metadata, not its
 # stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
 # all off their defaults.
-ENCODER_ONLY = frozenset({"lam", "anchor_steps", "anchor_lr", "loss", "time_budget", "step_lambda_scale", "warp_lr",
+ENCODER_ONLY = frozenset({"lam", "anchor_steps", "anchor_lr", "loss", "time_budget", "step_lambda_scale",
+                          "anchor_lambda_scale", "warp_lr",
                           "warp_init", "step_steps", "step_time_budget", "step_pixels", "update_lr", "gate_lr",
                           "latent_lr", "log_alpha_init", "step_patience", "frame_batch", "step_sweeps", "qat_steps",
                           "device"})
@@ -75,6 +77,7 @@ STREAM_DEFAULTS: dict[int, dict[str, Any]] = {
         "seed": 0, "device": "auto"},
 }
 STREAM_DEFAULTS[2] = {**STREAM_DEFAULTS[1], "residual": "auto"}  # the step residual joined (on by default)
+STREAM_DEFAULTS[3] = {**STREAM_DEFAULTS[2], "anchor_lambda_scale": None}  # the anchor's own lambda scale joined
 
 
 # Default straight-through phases after the fit, as a fraction of its steps: 1/5, and 1/10 for the grid,
@@ -137,6 +140,12 @@ class WeightStepConfig:
                                      "into the frames that start from it, so its distortion weighs more than "
                                      "once (carphone, warp+l0, lambda 1e-3: 1.0 decayed 28.0 -> 25.8 dB over 9 steps, "
                                      "0.5 held 28.0-28.7 dB)", low=0.0, high=10.0)
+    anchor_lambda_scale: float | None = param(None, "an anchor followed by steps is fitted and quantised at D + "
+                                              "scale * lambda * bpp: its quality carries into every step of its "
+                                              "group (an image, a one-frame group, is coded at lambda). None = the "
+                                              "network's default: grid 0.5 (30 frames of carphone and bikes: BD-rate "
+                                              "-8 and -20 points against x264-p over three seeds; README), others 1",
+                                              low=1e-3, high=10.0)
     warp_grid: int = param(8, "displacement nodes per side of a warp (2 x grid^2 numbers beside the 6 affine "
                            "ones): local motion for a few bytes. Carphone 176x144, 10 frames, warp+lowrank, lambda "
                            "1e-3: 4 gave 0.397 bpp at 29.82 dB, 8 0.365 bpp at 30.15 dB, 16 0.417 bpp at 30.46 dB",
@@ -233,6 +242,12 @@ class WeightStepConfig:
             unused.add("step_patience")
         return frozenset(unused)
 
+    def neutral_fields(self) -> frozenset[str]:
+        """Fields whose value makes the codec what it was before they existed (an anchor lambda scale of 1):
+        job keys leave them out, as they leave out :meth:`unused_fields`, so adding a knob does not make a run
+        measure its finished jobs again."""
+        return frozenset({"anchor_lambda_scale"} if self.anchor_lam_scale() == 1.0 else ())
+
     def residual_on(self) -> bool:
         """Whether steps carry a block-DCT residual: ``dct``, or ``auto`` on a two-stage grid."""
         return self.residual == "dct" or (self.residual == "auto" and self.inr == "grid"
@@ -282,6 +297,12 @@ class WeightStepConfig:
     def lr(self) -> float:
         return self.anchor_lr or DEFAULT_LR[self.inr]
 
+    def anchor_lam_scale(self) -> float:
+        """The anchor's lambda over the codec's, for an anchor followed by steps."""
+        if self.anchor_lambda_scale is not None:
+            return self.anchor_lambda_scale
+        return 0.5 if self.inr == "grid" else 1.0
+
     def step_lam(self) -> float:
         return self.lam * self.step_lambda_scale
 
@@ -312,14 +333,17 @@ class WeightStepConfig:
                             pixel_share=self.step_pixels, residual=self.residual_on(),
                             compact=self.stream_format() >= WARP_PREDICTION)
 
-    def anchor_settings(self, fit_first: bool, pixels: int | None = None,
-                        device: torch.device | str = "cpu") -> AnchorSettings:
+    def anchor_settings(self, fit_first: bool, pixels: int | None = None, device: torch.device | str = "cpu",
+                        stepped: bool = True) -> AnchorSettings:
+        """``stepped``: steps follow the anchor in its group (its lambda is then scaled: ``anchor_lam_scale``)."""
         steps = self.steps(pixels, device)
         fused = self.fused_adam()
         fit_config = FitConfig(steps=steps, lr=self.lr(), loss=self.loss, time_budget_s=self.time_budget,
                                seed=self.seed, fused=fused)
         qat = self.qat_steps if self.qat_steps is not None else steps // QAT_DIVISOR.get(self.inr, 5)
-        return AnchorSettings(fit=fit_config if fit_first else None, lam=self.lam, per_channel=self.per_channel,
+        return AnchorSettings(fit=fit_config if fit_first else None,
+                              lam=self.lam * (self.anchor_lam_scale() if stepped else 1.0),
+                              per_channel=self.per_channel,
                               qat_steps=qat, qat_lr=0.1 * self.lr(), seed=self.seed, loss=self.loss,
                               step_sweeps=self.step_sweeps, fused=fused)
 
@@ -352,16 +376,16 @@ class WeightStepCodec(Codec):
             net.matrix_render = (stream_format or self.config.stream_format()) >= MATRIX_RENDER
         return net if device is None else net.to(device)
 
-    def _code_anchor(self, net, target: torch.Tensor, fit_first: bool):
+    def _code_anchor(self, net, target: torch.Tensor, fit_first: bool, *, stepped: bool = True):
         cfg = self.config
         pixels = target.shape[-1] * target.shape[-2]
-        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels, target.device),
+        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels, target.device, stepped),
                             label=f"anchor {cfg.inr}")
 
-    def _fit_anchor(self, net, target: torch.Tensor) -> float | None:
+    def _fit_anchor(self, net, target: torch.Tensor, *, stepped: bool = True) -> float | None:
         cfg = self.config
         pixels = target.shape[-1] * target.shape[-2]
-        return fit_only(net, target, cfg.anchor_settings(True, pixels, target.device),
+        return fit_only(net, target, cfg.anchor_settings(True, pixels, target.device, stepped),
                         label=f"anchor {cfg.inr} (warm start)")
 
     def gops(self, frames: int) -> list[tuple[int, int]]:
@@ -380,9 +404,12 @@ class WeightStepCodec(Codec):
         coded = []
         for index, (start, count) in enumerate(self.gops(video.frames)):
             label = f"GOP {index + 1}: " if cfg.gop_size() else ""
-            extra = {"fit_anchor": self._fit_anchor} if cfg.schedule == "single-stage" else {}
+            stepped = count > 1  # an image (a one-frame group) is coded at the codec's lambda
+            extra = ({"fit_anchor": functools.partial(self._fit_anchor, stepped=stepped)}
+                     if cfg.schedule == "single-stage" else {})
             coded += schedule(net, frames[start:start + count], cfg.update_spec(video.width * video.height),
-                              cfg.step_settings(count), self._code_anchor, label=label, **extra)
+                              cfg.step_settings(count), functools.partial(self._code_anchor, stepped=stepped),
+                              label=label, **extra)
         carried, table = stream_config(cfg, STREAM_DEFAULTS, ENCODER_ONLY)
         header = {"config": carried, "defaults": table, "width": video.width, "height": video.height,
                   "frames": video.frames, "fps": float(video.fps), "bit_depth": 8, "format": cfg.stream_format()}

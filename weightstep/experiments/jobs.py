@@ -2,7 +2,8 @@
 
 A job's key is the SHA-256 of a canonical JSON of what determines its result: the codec's
 name, its full config after :func:`weightstep.config.build` (defaults included, less the fields
-the config says it never reads: ``unused_fields()``, e.g. a warp's grid size for an l0 step), what the
+the config says it never reads: ``unused_fields()``, e.g. a warp's grid size for an l0 step, and those at
+the value that reproduces the codec from before they existed: ``neutral_fields()``), what the
 codec says about itself apart from the config (``describe()``: bitstream format, encoder
 library and options), the input's identity and the seed. Technique labels, rate-point
 indices and the run directory are not part of it, so renaming a technique or moving a run
@@ -262,6 +263,8 @@ def prepare(codec_name: str, params: Mapping[str, Any]) -> Prepared:
     except ConfigError as exc:
         return Prepared(None, None, suffix, FAILED, f"ConfigError: {exc}")
     unused = config.unused_fields() if hasattr(config, "unused_fields") else frozenset()
+    if hasattr(config, "neutral_fields"):  # at the value that reproduces the codec from before the field existed
+        unused |= config.neutral_fields()
     keyed = {k: v for k, v in _plain(config).items() if k not in unused}
     try:
         codec = cls(config)
