@@ -294,11 +294,11 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
     assert key(**warp) == key(**warp, width=17, gate_lr=0.2)
     assert prepare("weightstep", l0).config["warp_grid"] == 8  # the stored config stays complete
     # a knob at the value that reproduces the codec from before it existed (an anchor lambda scale of 1, the
-    # default of every network but the grid) leaves the key as it was; another value, the grid's 0.5, enters it
+    # default) leaves the key as it was; another value enters it
     assert "anchor_lambda_scale" not in prepare("weightstep", l0).key_config
     assert key(**l0) == key(**l0, anchor_lambda_scale=1.0) != key(**l0, anchor_lambda_scale=0.5)
-    assert "anchor_lambda_scale" in prepare("weightstep", warp).key_config
-    assert key(**warp) != key(**warp, anchor_lambda_scale=1.0)
+    assert key(**warp) == key(**warp, anchor_lambda_scale=1.0) != key(**warp, anchor_lambda_scale=0.5)
+    assert "anchor_lambda_scale" in prepare("weightstep", {**warp, "anchor_lambda_scale": 0.5}).key_config
     assert "anchor_lambda_scale" not in prepare("weightstep", {**warp, "anchor_lambda_scale": 1.0}).key_config
 
 

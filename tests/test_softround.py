@@ -46,7 +46,7 @@ def test_default_anchor_steps_scale_down_with_the_frame_on_a_cpu_only():
     assert grid.steps(1920 * 1080, torch.device("cpu")) == 250
     assert grid.anchor_settings(True, 1920 * 1080, "cuda").fit.steps == 2000
     assert grid.anchor_settings(True, 1920 * 1080, "cuda").qat_steps == 200
-    # the anchor's own lambda: the codec's, scaled where steps follow it (grid 0.5, others 1), never for an image
-    assert WeightStepConfig(inr="grid", lam=2e-3, anchor_lambda_scale=0.3).anchor_settings(True).lam == pytest.approx(6e-4)
-    assert grid.anchor_settings(True).lam == pytest.approx(0.5 * grid.lam)
-    assert grid.anchor_settings(True, stepped=False).lam == grid.lam and siren.anchor_settings(True).lam == siren.lam
+    # the anchor's own lambda: the codec's (by default), scaled where steps follow it, never for an image
+    half = WeightStepConfig(inr="grid", lam=2e-3, anchor_lambda_scale=0.5)
+    assert half.anchor_settings(True).lam == pytest.approx(1e-3) and half.anchor_settings(True, stepped=False).lam == 2e-3
+    assert grid.anchor_settings(True).lam == grid.lam and siren.anchor_settings(True).lam == siren.lam
