@@ -197,18 +197,20 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
                       *(f"{row['per_frame_psnr'][i]:.2f}" if len(row.get("per_frame_psnr", [])) > 1 else "-"
                         for i in (1, -1)))
     console.print(table)
+    bds: dict[tuple[str, str], float] = {}  # (variant, reference) -> BD-rate, where defined
     for reference in REFERENCES:
         anchor = curves.get(reference, [])
         for label, curve in sorted(curves.items()):
             if label in REFERENCES or not anchor or len(curve) < 2:
                 continue
             try:
-                value = bd_rate([r["bpp"] for r in anchor], [r["psnr_rgb"] for r in anchor],
-                                [r["bpp"] for r in curve], [r["psnr_rgb"] for r in curve])
+                bds[label, reference] = value = bd_rate(
+                    [r["bpp"] for r in anchor], [r["psnr_rgb"] for r in anchor],
+                    [r["bpp"] for r in curve], [r["psnr_rgb"] for r in curve])
                 console.print(f"BD-rate of {label} against {reference} (PCHIP, RGB PSNR): {value:+.1f} %")
             except MetricError as exc:
                 console.print(f"BD-rate of {label} against {reference}: not defined ({exc})")
-    _over_seeds(curves, console)
+    _over_seeds(curves, bds, console)
     # the freeze check: last frame against frame 1 (issue 11: within 1.5 dB at every point); the references' own
     # drops come first, since a clip whose content gets harder drops under any codec
     for label, curve in sorted(curves.items(), key=lambda item: (item[0] not in REFERENCES, item[0])):
@@ -226,31 +228,24 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
 SEED = re.compile(r" seed=(\d+)")
 
 
-def _over_seeds(curves: dict[str, list[dict]], console: Console) -> None:
-    """Mean and range of the BD-rates of curves that differ only by their seed (a label without one is seed 0):
-    a single seed's curve moves by tens of points (README, "The same curves with two more seeds")."""
-    groups: dict[str, dict[int, list[dict]]] = {}
+def _over_seeds(curves: dict[str, list[dict]], bds: dict[tuple[str, str], float], console: Console) -> None:
+    """Mean and range of the BD-rates (``bds``, as the report printed them) of curves that differ only by their seed
+    (a label without one is seed 0): a single seed's curve moves by tens of points (README, "The same curves with
+    two more seeds")."""
+    groups: dict[str, dict[int, str]] = {}
     for label, curve in curves.items():
         if label not in REFERENCES and len(curve) >= 2:
             match = SEED.search(label)
-            groups.setdefault(SEED.sub("", label), {})[int(match.group(1)) if match else 0] = curve
+            groups.setdefault(SEED.sub("", label), {})[int(match.group(1)) if match else 0] = label
     for base, by_seed in sorted(groups.items()):
         if len(by_seed) < 2:
             continue
         for reference in REFERENCES:
-            anchor = curves.get(reference, [])
-            values = []
-            for curve in by_seed.values():
-                try:
-                    values.append(bd_rate([r["bpp"] for r in anchor], [r["psnr_rgb"] for r in anchor],
-                                          [r["bpp"] for r in curve], [r["psnr_rgb"] for r in curve]))
-                except MetricError:
-                    pass
-            if anchor and values:
+            values = [bds[label, reference] for label in by_seed.values() if (label, reference) in bds]
+            if values:
                 console.print(f"BD-rate of {base} over seeds {', '.join(map(str, sorted(by_seed)))} against {reference}: "
                               f"mean {sum(values) / len(values):+.1f} % (from {min(values):+.1f} to {max(values):+.1f}; "
                               f"defined for {len(values)} of {len(by_seed)})")
-
 
 if __name__ == "__main__":
     typer.run(main)
