@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import rich.box
 import typer
 from rich.console import Console
@@ -211,6 +212,7 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
             except MetricError as exc:
                 console.print(f"BD-rate of {label} against {reference}: not defined ({exc})")
     _over_seeds(curves, bds, console)
+    _split_against(curves, "x264-p", console)
     # the freeze check: last frame against frame 1 (issue 11: within 1.5 dB at every point); the references' own
     # drops come first, since a clip whose content gets harder drops under any codec
     for label, curve in sorted(curves.items(), key=lambda item: (item[0] not in REFERENCES, item[0])):
@@ -223,6 +225,43 @@ def report(rows: list[dict], frames: int, video: str, markdown: bool = False) ->
         role = "reference, " if label in REFERENCES else ""
         console.print(f"{label}: frame {frames - 1} vs frame 1, worst drop {drop:+.2f} dB at {_point(row)} "
                       f"({role}{verdict})")
+
+
+def _equal_quality_bytes(points: list[tuple[float, float]], psnr: float) -> float | None:
+    """Bytes at ``psnr`` on a reference's (PSNR, bytes) points, linear in log bytes; None outside their range."""
+    points = sorted(points)
+    if not points or not points[0][0] <= psnr <= points[-1][0]:
+        return None
+    return float(np.exp(np.interp(psnr, [p for p, _ in points], [math.log(b) for _, b in points])))
+
+
+def _split_against(curves: dict[str, list[dict]], reference: str, console: Console) -> None:
+    """Each weight-step point's anchor against ``reference``'s first frame, and its steps against the reference's
+    later frames, each at the same PSNR: which of the two parts a curve's BD-rate comes from."""
+    rows = [r for r in curves.get(reference, []) if len(r.get("per_frame_bits", [])) > 1]
+    if len(rows) < 2:
+        return
+
+    def part(row: dict, first: bool) -> tuple[float, float]:
+        bits, psnr = row["per_frame_bits"], row["per_frame_psnr"]
+        if first:
+            return psnr[0], bits[0] / 8
+        return float(np.mean(psnr[1:])), float(np.mean(bits[1:])) / 8
+
+    firsts, laters = [part(r, True) for r in rows], [part(r, False) for r in rows]
+    for label, curve in sorted(curves.items()):
+        if label in REFERENCES:
+            continue
+        for row in curve:
+            if len(row.get("per_frame_bits", [])) < 2 or None in row["per_frame_bits"]:
+                continue
+            cells = []
+            for name, own, theirs in (("anchor", part(row, True), firsts), ("steps", part(row, False), laters)):
+                equal = _equal_quality_bytes(theirs, own[0])
+                ratio = f"{own[1] / equal:.2f} x {reference}'s" if equal else f"outside {reference}'s range of"
+                what = "first frame" if name == "anchor" else "later frames"
+                cells.append(f"{name} {own[1]:.0f} B at {own[0]:.2f} dB = {ratio} {what}")
+            console.print(f"{label} at {_point(row)}: " + "; ".join(cells))
 
 
 SEED = re.compile(r" seed=(\d+)")

@@ -266,11 +266,10 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
     picker = torch.Generator().manual_seed(spec.seed)
     batch = min(settings.frame_batch, count)
 
-    def weights_at(t: int, deltas: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        out = dict(anchor_params)
-        for delta in deltas[:t]:
-            out = {name: out[name] + delta[name] for name in out}
-        return out
+    def add_deltas(weights: dict[str, torch.Tensor], deltas: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        for delta in deltas:  # in frame order, so every frame's sum is the same floats however it is reached
+            weights = {name: weights[name] + delta[name] for name in weights}
+        return weights
 
     def closure(_: int) -> StepOutput:
         start = int(torch.randint(0, count - batch + 1, (1,), generator=picker))
@@ -278,8 +277,11 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
             before = [u.delta(train=False) for u in updates[:max(start - 1, 0)]]
         live = [u.delta(train=True, generator=generator) for u in updates[max(start - 1, 0):start + batch - 1]]
         deltas = before + live
-        err = torch.stack([torch.mean((forward_with(net, weights_at(t, deltas)) - frames[t:t + 1]) ** 2)
-                           for t in range(start, start + batch)]).mean()
+        errors, weights, summed = [], dict(anchor_params), 0
+        for t in range(start, start + batch):  # frame t's weights: the anchor plus deltas[:t], summed once
+            weights, summed = add_deltas(weights, deltas[summed:t]), t
+            errors.append(torch.mean((forward_with(net, weights) - frames[t:t + 1]) ** 2))
+        err = torch.stack(errors).mean()
         penalty = torch.stack([u.penalty() for u in updates]).sum() if updates else torch.zeros((), device=device)
         # err is a mean over frames, so the bits are too: lambda x bits / (pixels x frames) is the clip's bpp term
         return StepOutput(loss=err + spec.lam * penalty / count, psnr=psnr_from_mse(err.detach()))
@@ -291,22 +293,23 @@ def single_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, setting
     fit(groups, closure, joint, label=f"{label}joint fit of {count} frames")
 
     with torch.no_grad():
-        trained = [u.delta(train=False) for u in updates]
-        masks = [_gate_masks(u) for u in updates]
-        targets = [weights_at(t, trained) for t in range(count)]
+        target = {name: p.detach().clone() for name, p in anchor_params.items()}  # theta_0, before it is coded
     anchor = code_anchor(net, frames[:1], False)  # codes theta_0 as trained jointly
     anchor.report["warm_start_psnr"] = warm_psnr
     coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
     weights, maps = anchor.weights, None
     for t in range(1, count):
-        residual = {name: (targets[t][name].detach() - weights[name].to(device)) for name in weights}
+        with torch.no_grad():  # frame t's jointly trained weights, one update at a time (not the clip's at once)
+            target = add_deltas(target, [updates[t - 1].delta(train=False)])
+            mask = _gate_masks(updates[t - 1])
+        residual = {name: (target[name] - weights[name].to(device)) for name in weights}
         if spec.kind == "dct":
-            values = {name: to_coefficients(r.double()).float() * masks[t - 1][name] for name, r in residual.items()}
+            values = {name: to_coefficients(r.double()).float() * mask[name] for name, r in residual.items()}
         else:
-            values = {name: r * masks[t - 1][name] for name, r in residual.items()}
+            values = {name: r * mask[name] for name, r in residual.items()}
         step, weights, maps = _code_step(net, values, {k: v.to(device) for k, v in weights.items()},
                                          frames[t:t + 1], spec.kind, settings, maps)
-        step.facts["open_gates"] = int(sum(int(m.sum()) for m in masks[t - 1].values()))
+        step.facts["open_gates"] = int(sum(int(m.sum()) for m in mask.values()))
         coded.append(step)
     return coded
 
