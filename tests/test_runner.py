@@ -300,6 +300,7 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
     assert key(**warp) == key(**warp, anchor_lambda_scale=1.0) != key(**warp, anchor_lambda_scale=0.5)
     assert "anchor_lambda_scale" in prepare("weightstep", {**warp, "anchor_lambda_scale": 0.5}).key_config
     assert "anchor_lambda_scale" not in prepare("weightstep", {**warp, "anchor_lambda_scale": 1.0}).key_config
+    assert key(**warp) == key(**warp, anchor_starts=1) != key(**warp, anchor_starts=3)
 
 
 def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monkeypatch, tmp_path):

@@ -60,7 +60,7 @@ WARP_PREDICTION = 5  # from format 5: a warp step may predict its warp from the 
 # stream (weightstep/codecs/streamconfig.py); a test decodes streams whose encoder-only fields are
 # all off their defaults.
 ENCODER_ONLY = frozenset({"lam", "anchor_steps", "anchor_lr", "loss", "time_budget", "step_lambda_scale",
-                          "anchor_lambda_scale", "warp_lr",
+                          "anchor_lambda_scale", "anchor_starts", "warp_lr",
                           "warp_init", "step_steps", "step_time_budget", "step_pixels", "update_lr", "gate_lr",
                           "latent_lr", "log_alpha_init", "step_patience", "frame_batch", "step_sweeps", "qat_steps",
                           "device"})
@@ -78,8 +78,10 @@ STREAM_DEFAULTS: dict[int, dict[str, Any]] = {
 }
 STREAM_DEFAULTS[2] = {**STREAM_DEFAULTS[1], "residual": "auto"}  # the step residual joined (on by default)
 STREAM_DEFAULTS[3] = {**STREAM_DEFAULTS[2], "anchor_lambda_scale": 1.0}  # the anchor's own lambda scale joined
+STREAM_DEFAULTS[4] = {**STREAM_DEFAULTS[3], "anchor_starts": 1}  # several anchor starts, the best kept, joined
 
 
+START_SEED_STRIDE = 7919  # anchor start k > 0 initialises and fits with seed + k * this (apart from any --seed)
 # Default straight-through phases after the fit, as a fraction of its steps: 1/5, and 1/10 for the grid,
 # whose weight fine-tune was never kept at 2000 steps and whose rounding phase gave the same file at
 # half the steps (carphone frame 0, lambda 1e-2 / 1e-3 / 3e-4: 1341 / 3977 / 5081 bytes at 400 steps,
@@ -145,6 +147,10 @@ class WeightStepConfig:
                                        "one-frame group, is coded at lambda). 0.5 on the grid: BD-rate against "
                                        "x264-p -8 / -20 points on 30 frames of carphone / bikes over three seeds, "
                                        "+11.5 points over the core protocol's 8 clips (README)", low=1e-3, high=10.0)
+    anchor_starts: int = param(1, "anchor fits from different initialisations at the start of a two-stage clip; "
+                               "the one whose anchor plus first step costs the least D + lambda R is coded. An "
+                               "anchor's image cost does not rank it as the start of a clip, and the seed moves a "
+                               "curve by tens of points (README); costs this many anchor fits", low=1, high=16)
     warp_grid: int = param(8, "displacement nodes per side of a warp (2 x grid^2 numbers beside the 6 affine "
                            "ones): local motion for a few bytes. Carphone 176x144, 10 frames, warp+lowrank, lambda "
                            "1e-3: 4 gave 0.397 bpp at 29.82 dB, 8 0.365 bpp at 30.15 dB, 16 0.417 bpp at 30.46 dB",
@@ -209,6 +215,8 @@ class WeightStepConfig:
         if self.residual == "dct" and (self.inr != "grid" or self.schedule != "two-stage"):
             raise ConfigError(f"residual={self.residual} adds to the finest latent grid in two-stage steps: it needs "
                               "inr=grid and schedule=two-stage")
+        if self.schedule == "single-stage" and self.anchor_starts > 1:
+            raise ConfigError("anchor_starts compares anchors by their first step: it needs schedule=two-stage")
         if self.schedule == "single-stage" and self.gop == "auto":
             raise ConfigError("gop=auto decides frame by frame: it needs schedule=two-stage")
 
@@ -245,7 +253,8 @@ class WeightStepConfig:
         """Fields whose value makes the codec what it was before they existed (an anchor lambda scale of 1):
         job keys leave them out, as they leave out :meth:`unused_fields`, so adding a knob does not make a run
         measure its finished jobs again."""
-        return frozenset({"anchor_lambda_scale"} if self.anchor_lambda_scale == 1.0 else ())
+        return frozenset(name for name, neutral in (("anchor_lambda_scale", 1.0), ("anchor_starts", 1))
+                         if getattr(self, name) == neutral)
 
     def residual_on(self) -> bool:
         """Whether steps carry a block-DCT residual: ``dct``, or ``auto`` on a two-stage grid."""
@@ -324,6 +333,7 @@ class WeightStepConfig:
                             anchor_lr=0.1 * self.lr(), kind=self.update, warp_grid=self.warp_grid,
                             warp_lr=self.warp_lr, warp_init=self.warp_init, refresh="auto" if self.gop == "auto" else "fixed",
                             pixel_share=self.step_pixels, residual=self.residual_on(),
+                            anchor_starts=self.anchor_starts, clip_lam=self.lam,
                             compact=self.stream_format() >= WARP_PREDICTION)
 
     def anchor_settings(self, fit_first: bool, pixels: int | None = None, device: torch.device | str = "cpu",
@@ -369,11 +379,21 @@ class WeightStepCodec(Codec):
             net.matrix_render = (stream_format or self.config.stream_format()) >= MATRIX_RENDER
         return net if device is None else net.to(device)
 
-    def _code_anchor(self, net, target: torch.Tensor, fit_first: bool, *, stepped: bool = True):
+    def _code_anchor(self, net, target: torch.Tensor, fit_first: bool, *, stepped: bool = True, start: int = 0):
+        """``start`` > 0: a fresh initialisation of the network's parameters (its fixed inputs, which the decoder
+        regenerates from the codec's seed, stay as they are) and its own fit seed, for ``anchor_starts``."""
         cfg = self.config
         pixels = target.shape[-1] * target.shape[-2]
-        return fit_and_code(net, target, cfg.anchor_settings(fit_first, pixels, target.device, stepped),
-                            label=f"anchor {cfg.inr}")
+        settings = cfg.anchor_settings(fit_first, pixels, target.device, stepped)
+        if start and fit_first:
+            seed = cfg.seed + START_SEED_STRIDE * start
+            fresh = dict(build_network(dataclasses.replace(cfg.network_spec(), seed=seed), *target.shape[-2:])
+                         .named_parameters())
+            with torch.no_grad():
+                for name, parameter in net.named_parameters():
+                    parameter.copy_(fresh[name].to(parameter.device))
+            settings = dataclasses.replace(settings, fit=dataclasses.replace(settings.fit, seed=seed), seed=seed)
+        return fit_and_code(net, target, settings, label=f"anchor {cfg.inr}" + (f" (start {start + 1})" if start else ""))
 
     def _fit_anchor(self, net, target: torch.Tensor, *, stepped: bool = True) -> float | None:
         cfg = self.config

@@ -76,6 +76,8 @@ class StepSettings:
     pixel_share: float = 1.0  # share of the pixels each fit step of a coordinate MLP sees (random subsets)
     residual: bool = False  # a block-DCT residual on the finest latent level after each step (grid; residual.py)
     compact: bool = False  # format-5 steps: warps predicted from the previous one, compact low-rank headers (step.py)
+    anchor_starts: int = 1  # two-stage: anchors fitted from this many initialisations; the cheapest start is kept
+    clip_lam: float | None = None  # the codec's lambda (``lam`` is the steps'), which judges the starts; None: lam
 
 
 def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
@@ -95,17 +97,23 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
     exceeds that of the last anchor triggers a fresh anchor fit on the same frame, and the
     cheaper of the two is coded.
     """
-    anchor = code_anchor(net, frames[:1], True)
+    stepper = _Stepper(net, frames, spec, settings)
+    if settings.anchor_starts > 1:
+        anchor, first = _best_start(net, frames, settings, code_anchor, stepper)
+    else:
+        anchor, first = code_anchor(net, frames[:1], True), None
     coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
     anchor_cost = _anchor_cost(anchor, frames[:1], settings.lam)
     state, memory = initial_state(net, anchor.weights, settings.kind), StepMemory()
-    stepper = _Stepper(net, frames, spec, settings)
     previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
     with make_progress() as progress:
         task = progress.add_task(f"{label}weight steps", total=frames.shape[0] - 1, status="")
         for t in range(1, frames.shape[0]):
             target = frames[t:t + 1]
-            data, new_state, new_memory, facts, frame, cost = stepper.step(t, state, memory, previous)
+            if t == 1 and first is not None:  # the chosen start's first step, coded already
+                data, new_state, new_memory, facts, frame, cost = first
+            else:
+                data, new_state, new_memory, facts, frame, cost = stepper.step(t, state, memory, previous)
             if settings.refresh == "auto" and cost > anchor_cost:
                 fresh = code_anchor(net, target, True)
                 fresh_cost = _anchor_cost(fresh, target, settings.lam)
@@ -121,6 +129,34 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
             coded.append(CodedFrame("step", data, frame, facts))
             progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
     return coded
+
+
+def _best_start(net: nn.Module, frames: torch.Tensor, settings: StepSettings, code_anchor: AnchorCoder,
+                stepper: _Stepper) -> tuple[CodedNetwork, tuple | None]:
+    """Code the anchor from ``settings.anchor_starts`` initialisations (start 0: the network as it is) and keep the
+    one whose anchor plus first step costs the least MSE + lambda bpp summed over the two frames, at the codec's
+    lambda (an anchor's image cost alone ranks starts worse: README); its fitted parameters are left in ``net``.
+    Returns (that anchor, its first step as :meth:`_Stepper.step` returned it, or None for a one-frame clip)."""
+    lam = settings.clip_lam if settings.clip_lam is not None else settings.lam
+    pixels = frames.shape[-1] * frames.shape[-2]
+    best = None
+    costs = []
+    for start in range(settings.anchor_starts):
+        anchor = code_anchor(net, frames[:1], True, start=start)
+        cost = _anchor_cost(anchor, frames[:1], lam)
+        first = None
+        if frames.shape[0] > 1:
+            first = stepper.step(1, initial_state(net, anchor.weights, settings.kind), StepMemory(), anchor.frame)
+            cost += mse(first[4].cpu(), frames[1:2].detach().cpu()) + lam * 8 * len(first[0]) / pixels
+        costs.append(cost)
+        if best is None or cost < best[0]:
+            best = (cost, start, anchor, first, {name: p.detach().clone() for name, p in net.named_parameters()})
+    cost, start, anchor, first, fitted = best
+    with torch.no_grad():  # later anchors of the clip (gop=auto) warm-start from the kept one's fit
+        for name, parameter in net.named_parameters():
+            parameter.copy_(fitted[name])
+    anchor.report.update({"start": start, "start_costs": costs})
+    return anchor, first
 
 
 class _Stepper:
