@@ -147,7 +147,7 @@ class WeightStepConfig:
                                        "one-frame group, is coded at lambda). 0.5 on the grid: BD-rate against "
                                        "x264-p -8 / -20 points on 30 frames of carphone / bikes over three seeds, "
                                        "+11.5 points over the core protocol's 8 clips (README)", low=1e-3, high=10.0)
-    anchor_starts: int = param(1, "anchor fits from different initialisations at the start of a two-stage clip; "
+    anchor_starts: int = param(1, "anchor fits from different initialisations at the start of each two-stage group; "
                                "the one whose anchor plus first step costs the least D + lambda R is coded (this "
                                "many anchor fits). 3 on 30 frames of carphone / bikes, three seeds: BD-rate against "
                                "x264 +7.3 / -2.4 points on average, 4 of 6 curves better, for 2.3x the encode time "
