@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -58,18 +59,14 @@ def run_child(args: argparse.Namespace, inr: str, frames: int, batch: int) -> di
                "--video", args.video, "--downscale", str(args.downscale), "--anchor-steps", str(args.anchor_steps),
                "--step-steps", str(args.step_steps)]
     env = {**os.environ, "WEIGHTSTEP_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    out_path = f"/tmp/single_stage_memory_{os.getpid()}.out"
     start = time.perf_counter()
-    with open(out_path, "wb") as out, open(out_path + ".err", "wb") as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         pid = subprocess.Popen(command, stdout=out, stderr=err, env=env).pid
         _, status, usage = os.wait4(pid, 0)
-    seconds = time.perf_counter() - start
-    with open(out_path, "rb") as f:
-        lines = f.read().decode().strip().splitlines()
-    with open(out_path + ".err", "rb") as f:
-        err_text = f.read().decode()
-    os.unlink(out_path)
-    os.unlink(out_path + ".err")
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        lines, err_text = out.read().decode().strip().splitlines(), err.read().decode()
     if os.waitstatus_to_exitcode(status) != 0 or not lines:
         raise RuntimeError(f"{inr}, {frames} frames, batch {batch}: the encode failed: {err_text[-400:]}")
     info = json.loads(lines[-1])

@@ -80,9 +80,14 @@ class StepSettings:
     clip_lam: float | None = None  # the codec's lambda (``lam`` is the steps'), which judges the starts; None: lam
 
 
-def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
+def _frame_cost(frame: torch.Tensor, data: bytes, target: torch.Tensor, lam: float) -> float:
+    """MSE + lam * bpp of one coded frame (``data`` its section) against ``target``."""
     pixels = target.shape[-1] * target.shape[-2]
-    return mse(anchor.frame.cpu(), target.detach().cpu()) + lam * 8 * len(anchor.data) / pixels
+    return mse(frame.cpu(), target.detach().cpu()) + lam * 8 * len(data) / pixels
+
+
+def _anchor_cost(anchor: CodedNetwork, target: torch.Tensor, lam: float) -> float:
+    return _frame_cost(anchor.frame, anchor.data, target, lam)
 
 
 def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: StepSettings,
@@ -138,7 +143,6 @@ def _best_start(net: nn.Module, frames: torch.Tensor, settings: StepSettings, co
     lambda (an anchor's image cost alone ranks starts worse: README); its fitted parameters are left in ``net``.
     Returns (that anchor, its first step as :meth:`_Stepper.step` returned it, or None for a one-frame clip)."""
     lam = settings.clip_lam if settings.clip_lam is not None else settings.lam
-    pixels = frames.shape[-1] * frames.shape[-2]
     best = None
     costs = []
     for start in range(settings.anchor_starts):
@@ -147,7 +151,7 @@ def _best_start(net: nn.Module, frames: torch.Tensor, settings: StepSettings, co
         first = None
         if frames.shape[0] > 1:
             first = stepper.step(1, initial_state(net, anchor.weights, settings.kind), StepMemory(), anchor.frame)
-            cost += mse(first[4].cpu(), frames[1:2].detach().cpu()) + lam * 8 * len(first[0]) / pixels
+            cost += _frame_cost(first[4], first[0], frames[1:2], lam)
         costs.append(cost)
         if best is None or cost < best[0]:
             best = (cost, start, anchor, first, {name: p.detach().clone() for name, p in net.named_parameters()})
