@@ -116,6 +116,25 @@ def test_schedule_scales_each_groups_own_lr():
     assert torch.allclose(gates.detach(), torch.full((3,), -0.05 * factor), rtol=1e-4)
 
 
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_grad_clip_bounds_the_gradient_adam_sees(clip):
+    # A gradient of 1000, then 1. Adam's second update is lr * m_hat / sqrt(v_hat): exactly lr when both
+    # gradients Adam sees are equal (the first clipped to a norm of 1), far less when the spike enters its moments.
+    weight = torch.zeros(1, requires_grad=True)
+    scales = (1000.0, 1.0)
+
+    def closure(step):
+        return StepOutput(loss=scales[step] * weight.sum())
+
+    config = FitConfig(steps=2, lr=0.1, warmup_fraction=0.0, final_lr_ratio=1.0, grad_clip=clip)
+    fit([weight], closure, config, progress=False)
+    moved = -float(weight.detach())
+    if clip is None:
+        assert moved == pytest.approx(0.1 + 0.1 * (90.1 / 0.19) / math.sqrt(999.001 / 0.001999), rel=1e-4)  # 0.1, then a step the spike damps
+    else:
+        assert moved == pytest.approx(0.2, rel=1e-5)
+
+
 def test_non_finite_loss_stops_before_updating():
     weight = torch.ones(2, requires_grad=True)
 

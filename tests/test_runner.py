@@ -301,6 +301,12 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
     assert "anchor_lambda_scale" in prepare("weightstep", {**warp, "anchor_lambda_scale": 0.5}).key_config
     assert "anchor_lambda_scale" not in prepare("weightstep", {**warp, "anchor_lambda_scale": 1.0}).key_config
     assert key(**warp) == key(**warp, anchor_starts=1) != key(**warp, anchor_starts=3)
+    # the anchor's gradient clip: an unclipped fit is the codec from before the field (a SIREN at its default, a
+    # grid told 0); a grid at its default is clipped, so its key is new
+    assert key(**l0) == key(**l0, anchor_grad_clip=0) != key(**l0, anchor_grad_clip=0.02)
+    assert "anchor_grad_clip" in prepare("weightstep", warp).key_config
+    assert key(**warp) != key(**warp, anchor_grad_clip=0) and "anchor_grad_clip" not in prepare(
+        "weightstep", {**warp, "anchor_grad_clip": 0}).key_config
 
 
 def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monkeypatch, tmp_path):
