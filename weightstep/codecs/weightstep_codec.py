@@ -89,7 +89,7 @@ START_SEED_STRIDE = 7919  # anchor start k > 0 initialises and fits with seed + 
 # 1345 / 3977 / 5081 at 200, same PSNR; 8-9 s less encode).
 QAT_DIVISOR = {"grid": 10}
 # The anchor fit's gradient-norm clip where ``anchor_grad_clip`` is left at none: the grid's, measured on the first
-# frames of carphone and bikes (320x136) at lambda 3e-3 and 1e-3 over seeds 0-2 (README, "Clipping the anchor's
+# frames of carphone, bikes (320x136) and bigbuckbunny (320x180) at lambda 3e-3 and 1e-3 over seeds 0-2 (README, "Clipping the anchor's
 # gradient"); the other networks' fits were never measured with it and stay unclipped.
 GRAD_CLIP = {"grid": 0.02}
 
@@ -159,9 +159,9 @@ class WeightStepConfig:
                                "(README)", low=1, high=16)
     anchor_grad_clip: float | None = param(None, "clip the global L2 norm of the anchor fit's gradient to this before "
                                            "each Adam step (0 = never; none = the network's default: 0.02 for the grid, "
-                                           "none for the others). On the grid its early gradients are 10-50 times its "
-                                           "median; clipped, the coded first frame's D + lambda R fell 9-15 % over three "
-                                           "seeds of carphone and bikes, every seed lower (README)", low=0.0, high=1e3)
+                                           "none for the others). On the grid its first gradients are 40-50 times its "
+                                           "median; clipped, the coded first frame's D + lambda R fell 9-15 % on carphone "
+                                           "and bikes and 4-7 % on bigbuckbunny over three seeds, every fit lower (README)", low=0.0, high=1e3)
     warp_grid: int = param(8, "displacement nodes per side of a warp (2 x grid^2 numbers beside the 6 affine "
                            "ones): local motion for a few bytes. Carphone 176x144, 10 frames, warp+lowrank, lambda "
                            "1e-3: 4 gave 0.397 bpp at 29.82 dB, 8 0.365 bpp at 30.15 dB, 16 0.417 bpp at 30.46 dB",
