@@ -216,6 +216,8 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam(groups, lr=config.lr, fused=config.fused or None)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
+    # the tensors whose gradient norm is clipped (grad_clip none or 0: never), listed once, not every step
+    clipped = [p for group in optimizer.param_groups for p in group["params"]] if config.grad_clip else []
     history: list[HistoryPoint] = []
     steps_done, final_loss, best_psnr, last_psnr = 0, math.nan, None, None
     stopped_by = "steps"
@@ -242,9 +244,8 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
                 final_loss = loss_value
                 break
             out.loss.backward()
-            if config.grad_clip:  # none or 0: never
-                torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
-                                               config.grad_clip)
+            if clipped:
+                torch.nn.utils.clip_grad_norm_(clipped, config.grad_clip)
             optimizer.step()
             steps_done, final_loss = step + 1, loss_value
             if out.psnr is not None:
