@@ -135,6 +135,27 @@ def test_grad_clip_bounds_the_gradient_adam_sees(clip):
         assert moved == pytest.approx(0.2, rel=1e-5)
 
 
+@pytest.mark.parametrize("beta2", [0.999, 0.99])
+def test_adam_beta2_sets_how_long_a_gradient_spike_holds_the_steps_down(beta2):
+    # A gradient of 30 (a grid anchor's first gradients are 40-50x its median), then 1 for 399 steps, at a constant
+    # lr: the weight moves as Adam with (0.9, beta2) moves it, worked by hand; a shorter second-moment memory forgets
+    # the spike sooner and moves the weight further (400 unhindered steps would move it by 4).
+    weight = torch.zeros(1, requires_grad=True)
+    grads = [30.0] + [1.0] * 399
+
+    def closure(step):
+        return StepOutput(loss=grads[step] * weight.sum())
+
+    config = FitConfig(steps=len(grads), lr=0.01, warmup_fraction=0.0, final_lr_ratio=1.0, adam_beta2=beta2)
+    fit([weight], closure, config, progress=False)
+    m = v = position = 0.0
+    for t, g in enumerate(grads, start=1):
+        m, v = 0.9 * m + 0.1 * g, beta2 * v + (1 - beta2) * g * g
+        position -= 0.01 * (m / (1 - 0.9 ** t)) / (math.sqrt(v / (1 - beta2 ** t)) + 1e-8)
+    assert float(weight.detach()) == pytest.approx(position, rel=1e-4)
+    assert 2.4 < -position < 2.5 if beta2 == 0.99 else 1.7 < -position < 1.75
+
+
 def test_non_finite_loss_stops_before_updating():
     weight = torch.ones(2, requires_grad=True)
 

@@ -9,7 +9,7 @@ import torch
 from weightstep import registry
 from weightstep.codecs import harness
 from weightstep.codecs.latentcoding import decode_latents, encode_latents, latent_bits
-from weightstep.codecs.weightstep_codec import WeightStepConfig
+from weightstep.codecs.weightstep_config import WeightStepConfig
 from weightstep.coding.container import Container
 from weightstep.coding.latents import ChunkDecoder, encode_chunks, ideal_bits
 from weightstep.coding.quantise import pack_tensors, quantise

@@ -307,6 +307,8 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
     assert "anchor_grad_clip" in prepare("weightstep", warp).key_config
     assert key(**warp) != key(**warp, anchor_grad_clip=0) and "anchor_grad_clip" not in prepare(
         "weightstep", {**warp, "anchor_grad_clip": 0}).key_config
+    # the steps' quality floor: off is the codec from before the field; on is a new codec
+    assert "step_guard" not in prepare("weightstep", warp).key_config and key(**warp) != key(**warp, step_guard=1.0)
 
 
 def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monkeypatch, tmp_path):

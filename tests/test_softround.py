@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from weightstep.codecs.weightstep_codec import FULL_STEPS_PIXELS, WeightStepConfig
+from weightstep.codecs.weightstep_config import FULL_STEPS_PIXELS, WeightStepConfig
 from weightstep.inr.softround import latent_proxy, soft_round, temperature
 
 

@@ -49,7 +49,8 @@ ENCODER_SIDE = {"lambda": "2e-2", "anchor_steps": "12", "anchor_lr": "4e-3", "st
                 "step_lambda_scale": "0.8", "anchor_lambda_scale": "0.7", "warp_lr": "0.1", "warp_init": "previous", "step_pixels": "0.5",
                 "update_lr": "2e-3", "gate_lr": "0.2", "latent_lr": "0.1", "log_alpha_init": "1",
                 "step_patience": "4", "frame_batch": "2", "step_sweeps": "1", "qat_steps": "3", "time_budget": "600",
-                "step_time_budget": "60", "loss": "l1ssim", "anchor_starts": "2", "anchor_grad_clip": "0.5"}
+                "step_time_budget": "60", "loss": "l1ssim", "anchor_starts": "2", "anchor_grad_clip": "0.5",
+                "step_guard": "1.5"}
 
 
 @pytest.mark.parametrize("params", [

@@ -43,7 +43,7 @@ from weightstep.coding.stepsearch import search_steps
 from weightstep.coding.tensorpack import pack_network, unpack_network
 from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
-from weightstep.inr.render import mse, parameter_shapes, render
+from weightstep.inr.render import load_weights, mse, parameter_shapes, render
 from weightstep.inr.softround import latent_proxy, temperature
 
 # Soft rounding needs steps to anneal: measured on carphone (benchmarks/anchor_rd.py, README) it gave
@@ -131,7 +131,7 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
 
     report = fit(trained, closure, config, label=label)
     if best["params"] is not None:
-        _restore(net, best["params"])
+        load_weights(net, best["params"])
     return report
 
 
@@ -173,12 +173,6 @@ def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in net.named_parameters()}
 
 
-def _restore(net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(saved[name])
-
-
 def _rounded_cost(net: nn.Module, target_cpu: torch.Tensor, lam_bit: float) -> float:
     """D + lam_bit * latent bits with the latents rounded and the weights as they are (unquantised)."""
     latents = latent_names(net)
@@ -208,7 +202,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
         facts["round_seconds"] = report.seconds
         facts["round_kept"] = _rounded_cost(net, target_cpu, lam_bit) < before
         if not facts["round_kept"]:  # the rounding phase did not pay (it may not, after soft rounding)
-            _restore(net, saved)
+            load_weights(net, saved)
     params = dict(net.named_parameters())
     rounded = {name: torch.round(params[name].detach()).cpu() for name in latents}
     floats = {name: p.detach().cpu() for name, p in params.items() if name not in latents}
@@ -236,7 +230,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
         if tuned_cost < cost:
             quantised, rounded, cost = tuned, tuned_latents, tuned_cost
         else:  # the fine-tune did not pay: back to the searched weights
-            _restore(net, saved)
+            load_weights(net, saved)
         facts["qat_kept"] = tuned_cost < steps.cost
     weights = _weights(net, quantised, rounded)
     blob = pack_network([quantised[name] for name in quantised])

@@ -69,6 +69,10 @@ class FitConfig:
                                     "(Cool-chic clips at 0.1): keeps a grid fit's large first gradients out of Adam's "
                                     "second moment, which otherwise holds its steps down for hundreds of steps "
                                     "(README); none or 0 = no clipping", low=0.0)
+    adam_beta2: float = param(0.999, "Adam's second-moment decay: its average of squared gradients spans about "
+                              "1 / (1 - this) steps. 0.999 (PyTorch's default) lets a grid anchor's large early "
+                              "gradients hold its steps down for a thousand steps; 0.99 forgets them in a hundred "
+                              "(README)", low=0.0, high=0.99999)
     patience: int | None = param(None, "stop when a running mean of the loss (D + lambda R for weight steps) "
                                  "has not improved by 0.1 % for this many steps, judged from step `patience` "
                                  "on (a burn-in: see _Plateau), so easy frames are cheap; none = run every step",
@@ -214,7 +218,7 @@ def fit(param_groups: Iterable[Any], closure: Callable[[int], StepOutput], confi
     validate(config)
     groups = _normalise_groups(param_groups)
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(groups, lr=config.lr, fused=config.fused or None)
+    optimizer = torch.optim.Adam(groups, lr=config.lr, betas=(0.9, config.adam_beta2), fused=config.fused or None)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     # the tensors whose gradient norm is clipped (grad_clip none or 0: never), listed once, not every step
     clipped = [p for group in optimizer.param_groups for p in group["params"]] if config.grad_clip else []

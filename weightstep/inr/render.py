@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["parameter_shapes", "weights_of", "render", "to_8bit", "mse", "frames_to_numpy"]
+__all__ = ["parameter_shapes", "weights_of", "load_weights", "render", "to_8bit", "mse", "frames_to_numpy"]
 
 
 def parameter_shapes(net: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
@@ -22,6 +22,13 @@ def parameter_shapes(net: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def weights_of(net: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in net.named_parameters()}
+
+
+def load_weights(net: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy ``weights`` (every parameter by name, on any device) into ``net``'s parameters in place."""
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            parameter.copy_(weights[name].to(parameter.device))
 
 
 def render(net: nn.Module, weights: dict[str, torch.Tensor], *args) -> torch.Tensor:

@@ -29,7 +29,7 @@ from weightstep.coding.coded_network import CodedNetwork
 from weightstep.coding.framing import put_varint
 from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse
-from weightstep.inr.render import mse, render
+from weightstep.inr.render import load_weights, mse, render, weights_of
 from weightstep.progress import make_progress
 from weightstep.stepping.dct import to_coefficients
 from weightstep.stepping.motion import start_warp
@@ -78,6 +78,8 @@ class StepSettings:
     compact: bool = False  # format-5 steps: warps predicted from the previous one, compact low-rank headers (step.py)
     anchor_starts: int = 1  # two-stage: anchors fitted from this many initialisations; the cheapest start is kept
     clip_lam: float | None = None  # the codec's lambda (``lam`` is the steps'), which judges the starts; None: lam
+    guard_db: float | None = None  # a step this many dB below its group's anchor is fitted again at half the lambda
+    guard_tries: int = 2  # at most this many halvings per step (each a whole step fit)
 
 
 def _frame_cost(frame: torch.Tensor, data: bytes, target: torch.Tensor, lam: float) -> float:
@@ -109,6 +111,7 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
         anchor, first = code_anchor(net, frames[:1], True), None
     coded = [CodedFrame("anchor", anchor.data, anchor.frame, anchor.report)]
     anchor_cost = _anchor_cost(anchor, frames[:1], settings.lam)
+    floor = _psnr(anchor.frame, frames[:1])  # the quality a guarded step holds (within guard_db)
     state, memory = initial_state(net, anchor.weights, settings.kind), StepMemory()
     previous = anchor.frame  # the decoder's last frame: where a motion estimate starts
     with make_progress() as progress:
@@ -119,6 +122,10 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
                 data, new_state, new_memory, facts, frame, cost = first
             else:
                 data, new_state, new_memory, facts, frame, cost = stepper.step(t, state, memory, previous)
+            if settings.guard_db is not None:
+                data, new_state, new_memory, facts, frame, cost = _guard(
+                    stepper, t, state, memory, previous, (data, new_state, new_memory, facts, frame, cost),
+                    floor - settings.guard_db, settings.guard_tries)
             if settings.refresh == "auto" and cost > anchor_cost:
                 fresh = code_anchor(net, target, True)
                 fresh_cost = _anchor_cost(fresh, target, settings.lam)
@@ -127,12 +134,33 @@ def two_stage(net: nn.Module, frames: torch.Tensor, spec: UpdateSpec, settings: 
                     fresh.report.update({"replaced_step_bytes": len(data), "replaced_step_psnr": facts["psnr"]})
                     coded.append(CodedFrame("anchor", fresh.data, fresh.frame, fresh.report))
                     state, memory, anchor_cost = initial_state(net, fresh.weights, settings.kind), StepMemory(), fresh_cost
+                    floor = _psnr(fresh.frame, target)
                     previous = fresh.frame
                     progress.update(task, advance=1, status=f"frame {t}: fresh anchor")
                     continue
             state, memory, previous = new_state, new_memory, frame
             coded.append(CodedFrame("step", data, frame, facts))
             progress.update(task, advance=1, status=f"frame {t}: {facts['psnr']:.2f} dB, {len(data)} B")
+    return coded
+
+
+def _psnr(frame: torch.Tensor, target: torch.Tensor) -> float:
+    return psnr_from_mse(mse(frame.cpu(), target.detach().cpu()))
+
+
+def _guard(stepper: _Stepper, t: int, state: dict[str, torch.Tensor], memory: StepMemory, previous: torch.Tensor,
+           coded: tuple, floor: float, tries: int) -> tuple:
+    """A step whose PSNR falls below ``floor`` is fitted again from the same start at half its lambda, up to
+    ``tries`` times; the first that reaches the floor, or the last, is kept (its facts record the lambda
+    scale and what the guard replaced). A step's choice is myopic: quality it gives up on its frame is given
+    up for every frame after it (README, "A floor under the steps")."""
+    scale, tried = 1.0, []
+    while coded[3]["psnr"] < floor and len(tried) < tries:
+        tried.append((len(coded[0]), round(coded[3]["psnr"], 3)))
+        scale /= 2
+        coded = stepper.step(t, state, memory, previous, lam_scale=scale)
+    if tried:
+        coded[3].update({"guard_scale": scale, "guard_replaced": tried})
     return coded
 
 
@@ -154,11 +182,9 @@ def _best_start(net: nn.Module, frames: torch.Tensor, settings: StepSettings, co
             cost += _frame_cost(first[4], first[0], frames[1:2], lam)
         costs.append(cost)
         if best is None or cost < best[0]:
-            best = (cost, start, anchor, first, {name: p.detach().clone() for name, p in net.named_parameters()})
+            best = (cost, start, anchor, first, weights_of(net))
     cost, start, anchor, first, fitted = best
-    with torch.no_grad():  # later anchors of the clip (gop=auto) warm-start from the kept one's fit
-        for name, parameter in net.named_parameters():
-            parameter.copy_(fitted[name])
+    load_weights(net, fitted)  # later anchors of the clip (gop=auto) warm-start from the kept one's fit
     anchor.report.update({"start": start, "start_costs": costs})
     return anchor, first
 
@@ -180,12 +206,14 @@ class _Stepper:
         self.moving = warp_targets(net) if self.estimate else ()
         self.finest = latent_names(net)[0] if settings.residual else ""
 
-    def step(self, t: int, state: dict[str, torch.Tensor], memory: StepMemory, previous: torch.Tensor
-             ) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict[str, Any], torch.Tensor, float]:
+    def step(self, t: int, state: dict[str, torch.Tensor], memory: StepMemory, previous: torch.Tensor,
+             lam_scale: float = 1.0) -> tuple[bytes, dict[str, torch.Tensor], StepMemory, dict[str, Any], torch.Tensor, float]:
         """Frame ``t``'s step from ``state`` (``previous``: the frame it renders, where a motion estimate
-        starts): (section, the decoder's new state, memory for the next step, facts, the decoded
-        frame, its D + lam R)."""
-        net, settings, spec, device = self.net, self.settings, self.spec, self.device
+        starts), fitted and coded at ``lam_scale`` x the steps' lambda: (section, the decoder's new state,
+        memory for the next step, facts, the decoded frame, its D + lam R at the steps' own lambda)."""
+        net, settings, device = self.net, self.settings, self.device
+        spec = self.spec if lam_scale == 1.0 else dataclasses.replace(self.spec, lam=self.spec.lam * lam_scale)
+        lam_per_bit = self.lam_per_bit * lam_scale
         height, width, subset, picker, finest = self.height, self.width, self.subset, self.picker, self.finest
         started = time.perf_counter()
         target = self.frames[t:t + 1]
@@ -228,10 +256,10 @@ class _Stepper:
         def distortion(weights) -> float:
             return mse(render(net, weights).cpu(), target_cpu)
 
-        data, new_state, memory, facts = code_frame_step(step, distortion, self.lam_per_bit, memory,
+        data, new_state, memory, facts = code_frame_step(step, distortion, lam_per_bit, memory,
                                                          compact=settings.compact)
         if residual is not None:
-            data, new_state = _add_residual(finest, residual, new_state, data, distortion, self.lam_per_bit, facts)
+            data, new_state = _add_residual(finest, residual, new_state, data, distortion, lam_per_bit, facts)
         frame = render(net, new_state)
         step_mse = mse(frame.cpu(), target_cpu)
         facts.update({"psnr": psnr_from_mse(step_mse), "fit_steps": report.steps_done,
