@@ -123,7 +123,8 @@ def main(video: Annotated[str, typer.Option()] = "sample:carphone", frames: int 
                "bytes": result.bytes, "per_frame_bits": [f["bits"] for f in result.per_frame],
                "per_frame_psnr": [f["psnr_rgb"] for f in result.per_frame],
                "step_seconds": [s.get("fit_seconds") for s in steps], "fit_steps": [s.get("fit_steps") for s in steps],
-               "step_total_seconds": [s.get("step_seconds") for s in steps]}
+               "step_total_seconds": [s.get("step_seconds") for s in steps],
+               "guard_scale": [s.get("guard_scale", 1.0) for s in steps]}  # < 1: the floor refitted that step
         with out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[key] = row

@@ -27,7 +27,7 @@ class _Stepper:
     def step(self, t, state, memory, previous, lam_scale=1.0):
         self.scales.append(lam_scale)
         psnr = self.base - float(np.log2(lam_scale))
-        return b"x" * int(10 / lam_scale), state, memory, {"psnr": psnr}, None, 0.0
+        return b"x" * int(10 / lam_scale), state, memory, {"psnr": psnr, "step_seconds": 1.0}, None, 0.0
 
 
 def _first(stepper):
@@ -40,6 +40,7 @@ def test_a_step_below_the_floor_is_fitted_again_at_half_the_lambda_until_it_reac
     assert stepper.scales == [1.0, 0.5, 0.25]  # 20 -> 21 -> 22 dB: the second halving reaches 21.5
     assert coded[3]["psnr"] == pytest.approx(22.0) and coded[3]["guard_scale"] == 0.25
     assert coded[3]["guard_replaced"] == [(10, 20.0), (20, 21.0)]  # (bytes, PSNR) of each step it replaced
+    assert coded[3]["step_seconds"] == 3.0  # the frame's time counts every fit it took
 
 
 def test_the_guard_stops_after_its_tries_and_leaves_steps_above_the_floor_alone():

@@ -154,13 +154,15 @@ def _guard(stepper: _Stepper, t: int, state: dict[str, torch.Tensor], memory: St
     ``tries`` times; the first that reaches the floor, or the last, is kept (its facts record the lambda
     scale and what the guard replaced). A step's choice is myopic: quality it gives up on its frame is given
     up for every frame after it (README, "A floor under the steps")."""
-    scale, tried = 1.0, []
+    scale, tried, seconds = 1.0, [], 0.0
     while coded[3]["psnr"] < floor and len(tried) < tries:
         tried.append((len(coded[0]), round(coded[3]["psnr"], 3)))
+        seconds += coded[3].get("step_seconds", 0.0)
         scale /= 2
         coded = stepper.step(t, state, memory, previous, lam_scale=scale)
-    if tried:
-        coded[3].update({"guard_scale": scale, "guard_replaced": tried})
+    if tried:  # the frame's encode time includes the steps it replaced
+        coded[3].update({"guard_scale": scale, "guard_replaced": tried,
+                         "step_seconds": coded[3].get("step_seconds", 0.0) + seconds})
     return coded
 
 
