@@ -30,3 +30,15 @@ def test_zero_turns_the_clip_off_and_a_value_sets_it_for_any_network():
 def test_the_clip_reaches_the_anchor_fit_only():
     config = registry.create("weightstep", {"device": "cpu"}).config
     assert config.step_settings(3).fit.grad_clip is None  # the steps' fits were measured without it
+
+
+def test_anchor_beta2_reaches_the_anchors_main_fit_only():
+    def settings(**params):
+        return registry.create("weightstep", {"device": "cpu", **{k: str(v) for k, v in params.items()}}).config
+
+    assert settings().anchor_settings(True, pixels=176 * 144).fit.adam_beta2 == pytest.approx(0.999)  # Adam's own
+    config = settings(anchor_beta2=0.98)
+    assert config.anchor_settings(True, pixels=176 * 144).fit.adam_beta2 == pytest.approx(0.98)
+    assert config.step_settings(3).fit.adam_beta2 == pytest.approx(0.999)  # the steps' fits: measured within noise
+    with pytest.raises(ConfigError):
+        settings(anchor_beta2=1)

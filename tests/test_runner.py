@@ -309,6 +309,8 @@ def test_weightstep_keys_leave_out_fields_the_config_never_reads():
         "weightstep", {**warp, "anchor_grad_clip": 0}).key_config
     # the steps' quality floor: off is the codec from before the field; on is a new codec
     assert "step_guard" not in prepare("weightstep", warp).key_config and key(**warp) != key(**warp, step_guard=1.0)
+    assert "anchor_beta2" not in prepare("weightstep", warp).key_config  # none is Adam's 0.999: the codec as it was
+    assert key(**warp) == key(**warp, anchor_beta2=0.999) != key(**warp, anchor_beta2=0.98)
 
 
 def test_redo_measures_a_technique_again_and_an_interrupted_redo_continues(monkeypatch, tmp_path):

@@ -81,3 +81,5 @@ def test_the_guard_is_off_by_default_and_refuses_a_negative_floor():
     assert registry.create("weightstep", {"device": "cpu"}).config.step_settings(3).guard_db is None
     with pytest.raises(ConfigError):
         registry.create("weightstep", {"step_guard": "-1"})
+    with pytest.raises(ConfigError, match="two-stage"):
+        registry.create("weightstep", {"update": "l0", "schedule": "single-stage", "step_guard": "1"})

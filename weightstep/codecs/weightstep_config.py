@@ -227,6 +227,8 @@ class WeightStepConfig:
                               "inr=grid and schedule=two-stage")
         if self.schedule == "single-stage" and self.anchor_starts > 1:
             raise ConfigError("anchor_starts compares anchors by their first step: it needs schedule=two-stage")
+        if self.schedule == "single-stage" and self.step_guard is not None:
+            raise ConfigError("step_guard refits a step frame by frame: it needs schedule=two-stage")
         if self.schedule == "single-stage" and self.gop == "auto":
             raise ConfigError("gop=auto decides frame by frame: it needs schedule=two-stage")
 
