@@ -43,7 +43,7 @@ from weightstep.coding.stepsearch import search_steps
 from weightstep.coding.tensorpack import pack_network, unpack_network
 from weightstep.inr import FitConfig, StepOutput, fit, latent_names
 from weightstep.inr.losses import psnr_from_mse, reconstruction_loss
-from weightstep.inr.render import load_weights, mse, parameter_shapes, render
+from weightstep.inr.render import load_weights, mse, parameter_shapes, render, weights_of
 from weightstep.inr.softround import latent_proxy, temperature
 
 # Soft rounding needs steps to anneal: measured on carphone (benchmarks/anchor_rd.py, README) it gave
@@ -126,7 +126,7 @@ def _train(net: nn.Module, target: torch.Tensor, config: FitConfig, lam_bit: flo
         if bits is not None:
             loss = loss + lam_bit * bits
         if latent_mode == "round" and float(loss.detach()) < best["loss"]:
-            best["loss"], best["params"] = float(loss.detach()), {name: t.detach().clone() for name, t in params.items()}
+            best["loss"], best["params"] = float(loss.detach()), weights_of(net)
         return StepOutput(loss=loss, psnr=psnr_from_mse(err), extras=extras)
 
     report = fit(trained, closure, config, label=label)
@@ -169,10 +169,6 @@ def fit_only(net: nn.Module, target: torch.Tensor, settings: AnchorSettings, *, 
     return report.last_psnr
 
 
-def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in net.named_parameters()}
-
-
 def _rounded_cost(net: nn.Module, target_cpu: torch.Tensor, lam_bit: float) -> float:
     """D + lam_bit * latent bits with the latents rounded and the weights as they are (unquantised)."""
     latents = latent_names(net)
@@ -197,7 +193,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
     qat = FitConfig(steps=max(1, settings.qat_steps), lr=settings.qat_lr, warmup_fraction=0.0,
                     seed=settings.seed, loss=settings.loss, fused=settings.fused)
     if latents and settings.qat_steps > 0:
-        before, saved = _rounded_cost(net, target_cpu, lam_bit), _snapshot(net)
+        before, saved = _rounded_cost(net, target_cpu, lam_bit), weights_of(net)
         report = _train(net, target, qat, lam_bit, latent_mode="round", label=f"{label}: rounded latents")
         facts["round_seconds"] = report.seconds
         facts["round_kept"] = _rounded_cost(net, target_cpu, lam_bit) < before
@@ -217,7 +213,7 @@ def fit_and_code(net: nn.Module, target: torch.Tensor, settings: AnchorSettings,
                                     sweeps=settings.step_sweeps)
     cost = steps.cost
     if settings.qat_steps > 0:
-        saved = _snapshot(net)
+        saved = weights_of(net)
         weight_steps = {name: _step_tensor(q, params[name]) for name, q in quantised.items()}
         report = _train(net, target, qat, lam_bit, latent_mode="round", weight_steps=weight_steps,
                         label=f"{label}: quantisation-aware fine-tune")
